@@ -1,0 +1,671 @@
+r"""The integer recurrent language model every method in this repo trains.
+
+This is the "EGG" model (Evolved Generative GRU) of Sarkar, Fellows, Duque et al., "Evolution
+Strategies at the Hyperscale" (EGGROLL, arXiv 2511.16652, App. G-H): a byte-level minGRU-style
+RNN with int8 weights, int32 accumulation and *no activation functions* -- all nonlinearity
+comes from saturating int8 arithmetic. Nothing in the forward pass is a float.
+
+Number format (DESIGN §1):
+    int8 values live in [-127, 127]; -128 is never produced. Every narrowing cast saturates.
+    Activations are "q4" fixed point: value = int / 16 (4 fraction bits).
+    A product of two q4 numbers is q8 (value = int / 256) and is accumulated in int32.
+
+The model, per byte x_t, with state s^l for each layer l (all ops saturate to int8):
+    y      = emb[x_t]                                              # (B, D) q4
+    for l:  y = I8(y + GRU(norm(y; ln1), s^l))                     # App. G.7-G.8
+            y = I8(y + (norm(y; ln2) @ mlp1) @ mlp2)               # D -> 4D -> D, no activation
+    logits = norm(y; ln_out) @ head                                # (B, 256), 1/16-bit units
+    u @ M  := I8(floor(u M^T / (16 isqrt(n))))                     # scaled matmul, App. G.4
+    norm(u; w) := I8(floor(u * w / max(1, I8(sum|u| / D))))        # L1 "layernorm", App. G.5
+    GRU:  f  = I8(u@W_f + s@U_f + b_f);  g = f + 127 in [0, 254]  (a gate g/256 in [0, 1))
+          f' = I8((g * s) >> 8);          h' = I8(u@W_h + f'@U_h + b_h)
+          h  = I8(s + ((g * (h' - s)) >> 8))                      # new state and block output
+    p(byte) is proportional to 2^(logit / 16).
+
+Perturbation hooks (for the black-box methods): every matmul, embedding row and vector
+parameter of member i (row i of the batch) can be perturbed by an integer noise tensor E_i:
+    matmul:     I8((u W^T + (u E_i^T >> shift)) / (16 isqrt(n)))
+    embedding:  I8(emb[t] + (E_i[t] >> shift));   vector: I8(w + (E_i >> shift))
+`LowRank` gives E_i = A_i B_i^T without ever building it: u E_i^T = (u B_i) A_i^T (EGGROLL,
+paper §4.2); `Full` holds E_i materialised (naive ES). Both give bit-identical results.
+
+Departures from the paper's reference code (nano-egg run.py), each marked at its line:
+  * the GRU's gated delta is added in int32 and clipped (the reference code wraps in int8);
+  * the norm's divisor is guarded to be >= 1 (the reference code can divide by zero);
+  * no 1 GiB lookup tables: the log-softmax uses a 255-entry EXP2 table and a 4096-entry LOG2
+    mantissa table after normalising the sum; the noise uses a counter hash and a 64 Ki-entry
+    inverse-normal table instead of a 2^30-entry table of pre-drawn normals;
+  * noise values are rounded, not truncated, to int8.
+
+Run `python int_rnn_lm.py` to print the model table, the n-gram baselines and a sample from an
+untrained model.
+"""
+import json
+import math
+import os
+import statistics
+from dataclasses import dataclass, asdict
+
+import numpy as np
+
+# -----------------------------------------------------------------------------
+# backend: numpy on CPU, cupy on GPU, picked once
+
+def gpu_usable():
+    """True when cupy imports, sees a GPU and can run a tiny kernel there."""
+    try:
+        import cupy
+        return bool(cupy.cuda.is_available()) and int(cupy.arange(3).sum()) == 3
+    except Exception:  # no cupy, no driver, no device: all mean "CPU only"
+        return False
+
+
+def get_backend(device="auto"):
+    """Return the array module for --device auto|cpu|cuda (DESIGN §2)."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
+    if device == "cpu" or (device == "auto" and not gpu_usable()):
+        return np
+    if not gpu_usable():
+        raise ValueError("--device cuda: no usable GPU (is cupy-cuda12x/13x installed?)")
+    import cupy
+    return cupy
+
+
+def to_numpy(a):
+    """Copy to host. Only at I/O boundaries (logging, plots, checkpoints)."""
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def backend_of(a):
+    """The array module that owns `a`."""
+    if isinstance(a, np.ndarray):
+        return np
+    import cupy
+    return cupy
+
+# -----------------------------------------------------------------------------
+# model configuration and parameters
+
+VOCAB = 256          # bytes
+FRAC_BITS = 4        # q4 fixed point: value = int / 16
+Q_ONE = 1 << FRAC_BITS
+
+
+@dataclass
+class ModelConfig:
+    d_model: int = 64   # D: width of the embedding, state and residual stream (multiple of 16)
+    n_layers: int = 1   # L: number of GRU+MLP blocks
+
+
+def param_shapes(cfg):
+    """Name -> shape, in a fixed order (the order also gives each parameter its noise id)."""
+    D = cfg.d_model
+    shapes = {"emb": (VOCAB, D)}
+    for i in range(cfg.n_layers):
+        p = f"l{i}."
+        shapes.update({p + "ln1": (D,), p + "w_f": (D, D), p + "u_f": (D, D), p + "b_f": (D,),
+                       p + "w_h": (D, D), p + "u_h": (D, D), p + "b_h": (D,),
+                       p + "ln2": (D,), p + "mlp1": (4 * D, D), p + "mlp2": (D, 4 * D)})
+    shapes.update({"ln_out": (D,), "head": (VOCAB, D)})
+    return shapes
+
+
+def check_model_config(cfg):
+    if cfg.d_model < 16 or cfg.d_model % 16:
+        raise ValueError(f"d_model must be a positive multiple of 16, got {cfg.d_model}")
+    if cfg.n_layers < 1:
+        raise ValueError(f"n_layers must be >= 1, got {cfg.n_layers}")
+
+
+def init_params(cfg, seed, xp=np):
+    """Paper App. G.3: matrices round(16 N(0,1)) -> int8, norm weights 16 (= 1.0 in q4), biases 0.
+
+    Drawn on the host from a generator keyed by (seed, parameter id), so both backends get
+    identical parameters."""
+    check_model_config(cfg)
+    params = {}
+    for pid, (name, shape) in enumerate(param_shapes(cfg).items()):
+        if len(shape) == 2:
+            rng = np.random.default_rng([seed, 0x1417, pid])
+            w = np.rint(Q_ONE * rng.standard_normal(shape))            # q4, N(0, 1) * 16
+            params[name] = xp.asarray(np.clip(w, -127, 127).astype(np.int8))
+        elif name.split(".")[-1].startswith("ln"):
+            params[name] = xp.full(shape, Q_ONE, dtype=xp.int8)          # q4: 1.0
+        else:
+            params[name] = xp.zeros(shape, dtype=xp.int8)                # biases start at 0
+    return params
+
+
+def count_params(cfg):
+    return sum(math.prod(s) for s in param_shapes(cfg).values())  # = 513 D + L (4 D + 12 D^2)
+
+
+def zero_hidden(cfg, batch, xp=np):
+    return xp.zeros((cfg.n_layers, batch, cfg.d_model), dtype=xp.int8)  # (L, B, D) q4
+
+# -----------------------------------------------------------------------------
+# saturating integer helpers. While computing, int8 values travel in int32 "lanes" (so sums
+# never wrap); at rest (weights, state, logits) they are stored as int8.
+
+
+def clip8(x):
+    """I8(x): saturate to [-127, 127], keeping the (wide) dtype. -128 is never produced."""
+    return backend_of(x).clip(x, -127, 127)
+
+
+def sat8(x):
+    """I8(x) stored as int8: saturate, then narrow (never wrap-around)."""
+    return clip8(x).astype(backend_of(x).int8)
+
+
+def wide(x):
+    """Widen to int32 lanes before any arithmetic (int8 arithmetic wraps silently)."""
+    return x.astype(backend_of(x).int32)
+
+
+def div_floor(x, d):
+    """floor(x / d) for integer arrays; a right shift when d is a power of two."""
+    if d & (d - 1) == 0:
+        return x >> (d.bit_length() - 1)
+    return backend_of(x).floor_divide(x, d)
+
+
+def matmul_divisor(n):
+    """16 * isqrt(n): keeps a q4 x q4 dot product of length n at q4 scale (App. G.4)."""
+    return Q_ONE * math.isqrt(n)
+
+# -----------------------------------------------------------------------------
+# the integer matmul, twice: loops to read, and an exact fast path to run
+
+
+def int_matmul_reference(x, w):
+    """x @ w.T for int8 x (B, n) and w (m, n), as int32 (B, m). The loops written out.
+
+    Python ints do not overflow, so this is the ground truth (for tiny shapes only)."""
+    xs, ws = to_numpy(x), to_numpy(w)
+    B, n = xs.shape
+    m = ws.shape[0]
+    out = np.zeros((B, m), dtype=np.int32)
+    for b in range(B):
+        for j in range(m):
+            acc = 0
+            for k in range(n):
+                acc += int(xs[b, k]) * int(ws[j, k])  # int8 * int8 -> exact integer
+            out[b, j] = acc                           # |acc| <= n * 127^2 < 2^31 (n <= 133143)
+    return backend_of(x).asarray(out)
+
+
+# float32 holds every integer below 2^24 exactly, float64 every integer below 2^53. A dot product
+# of n int8 pairs has every partial sum bounded by n * 127^2, so it is exact in float32 while
+# n * 127^2 < 2^24 (n <= 1040) and in float64 while n * 127^2 < 2^53; the result then fits int32
+# while n * 127^2 < 2^31 (n <= 133143). Summation order does not matter when nothing rounds.
+EXACT_F32_MAX_N = (2**24 - 1) // 127**2
+EXACT_I32_MAX_N = (2**31 - 1) // 127**2
+
+
+def int_matmul(x, w):
+    """Exact x @ w.T for int8-valued x (..., n) and int8 w (m, n) -> int32 (..., m).
+
+    CPU: BLAS in float32 (n <= 1040) or float64, exact by the bound above.
+    GPU: cuBLAS int8 x int8 -> int32 GemmEx in TN layout when n and m are multiples of 4,
+    else the same exact float path on the GPU. Never `matmul(..., dtype=int32)` on int8 inputs:
+    CuPy computes in int8 and wraps."""
+    n = w.shape[1]
+    if x.shape[-1] != n:
+        raise ValueError(f"int_matmul: x has {x.shape[-1]} columns, w has {n}")
+    if n > EXACT_I32_MAX_N:
+        raise ValueError(f"int_matmul: n = {n} could overflow int32 (max {EXACT_I32_MAX_N})")
+    xp = backend_of(x)
+    if xp is not np and n % 4 == 0 and w.shape[0] % 4 == 0:
+        x8 = x.reshape(-1, n).astype(xp.int8)          # exact: x holds int8 values
+        return _cublas_int8_tn(x8, w).reshape(*x.shape[:-1], w.shape[0])
+    ft = xp.float32 if n <= EXACT_F32_MAX_N else xp.float64
+    return (x.astype(ft) @ w.astype(ft).T).astype(xp.int32)
+
+
+def _cublas_int8_tn(x, w):
+    """C (B, m) = x (B, n) @ w (m, n)^T with cublasGemmEx, int8 in, int32 out and accumulate.
+
+    cuBLAS is column-major: row-major C (B, m) is column-major C^T (m, B) = w (m, n) @ x^T (n, B).
+    Row-major w is column-major w^T with ld n, so op(A) = T; row-major x is column-major x^T
+    with ld n, so op(B) = N: the "TN" layout, the fast one for int8 tensor cores."""
+    import cupy
+    from cupy_backends.cuda.libs import cublas
+    x, w = cupy.ascontiguousarray(x), cupy.ascontiguousarray(w)
+    B, n = x.shape
+    m = w.shape[0]
+    c = cupy.empty((B, m), dtype=cupy.int32)
+    if B == 0:
+        return c
+    one, zero = np.array(1, np.int32), np.array(0, np.int32)   # host scalars for COMPUTE_32I
+    handle = cupy.cuda.device.get_cublas_handle()
+    cublas.setStream(handle, cupy.cuda.get_current_stream().ptr)
+    CUDA_R_8I, CUDA_R_32I, CUBLAS_COMPUTE_32I, GEMM_DEFAULT = 3, 10, 72, -1
+    cublas.gemmEx(handle, cublas.CUBLAS_OP_T, cublas.CUBLAS_OP_N, m, B, n,
+                  one.ctypes.data, w.data.ptr, CUDA_R_8I, n, x.data.ptr, CUDA_R_8I, n,
+                  zero.ctypes.data, c.data.ptr, CUDA_R_32I, m, CUBLAS_COMPUTE_32I, GEMM_DEFAULT)
+    return c
+
+# -----------------------------------------------------------------------------
+# perturbation hooks: member i (row i of the batch) evaluates its weights plus E_i >> shift
+
+
+@dataclass
+class LowRank:
+    """E_i = A_i B_i^T (rank r) for each member i, never materialised (EGGROLL, paper §4.2).
+
+    A: (N, m, r) int8, the member's sign already applied; B: (N, n, r) int8; shift: the right
+    shift applied to the exact integer product (4 + sigma_hat in the integer scheme, App. H.1)."""
+    A: object
+    B: object
+    shift: int
+
+    def matmul_delta(self, x):
+        """(x E_i^T) >> shift for x (N, T, n) int8 values -> (N, T, m) int64, as (x B_i) A_i^T.
+
+        Cost O(T r (m + n)) per member instead of O(T m n): no E_i is ever built."""
+        xp = backend_of(x)
+        out = 0
+        for q in range(self.A.shape[-1]):                                 # rank-1 terms
+            xb = (wide(x) * wide(self.B[:, None, :, q])).sum(-1)          # (N, T) int32: <2^31
+            out = out + xb[..., None].astype(xp.int64) * self.A[:, None, :, q]  # (N, T, m) int64
+        return out >> self.shift
+
+    def row_delta(self, tokens):
+        """Embedding rows: E_i[t] >> shift = (A_i[t] . B_i) >> shift. tokens (N, T) -> (N, T, n)."""
+        xp = backend_of(tokens)
+        a_rows = self.A[xp.arange(len(tokens))[:, None], tokens.astype(xp.int64)]  # (N, T, r)
+        out = 0
+        for q in range(self.A.shape[-1]):
+            out = out + a_rows[..., q, None].astype(xp.int64) * self.B[:, None, :, q]
+        return out >> self.shift
+
+    def materialise(self):
+        """E_i = A_i B_i^T as int32 (N, m, n): what naive ES would have to store."""
+        xp = backend_of(self.A)
+        return xp.einsum("bmr,bnr->bmn", wide(self.A), wide(self.B))
+
+
+@dataclass
+class Full:
+    """A materialised integer noise tensor per member (naive ES), or a vector's noise.
+
+    E: (N, m, n) for a matrix, (N, d) for a vector; any integer dtype. shift as in LowRank."""
+    E: object
+    shift: int
+
+    def matmul_delta(self, x):
+        """(x E_i^T) >> shift for x (N, T, n) -> (N, T, m) int64: a batched GEMV per member, the
+        bandwidth-bound form of naive ES. float64 is exact here (every partial sum < 2^53)."""
+        xp = backend_of(x)
+        out = x.astype(xp.float64) @ self.E.astype(xp.float64).transpose(0, 2, 1)  # (N, T, m)
+        return out.astype(xp.int64) >> self.shift
+
+    def row_delta(self, tokens):
+        xp = backend_of(tokens)
+        rows = self.E[xp.arange(len(tokens))[:, None], tokens.astype(xp.int64)]  # (N, T, n)
+        return rows.astype(xp.int64) >> self.shift
+
+    def vector_delta(self):
+        return self.E.astype(backend_of(self.E).int64) >> self.shift    # (N, d)
+
+
+def lowrank_matmul_reference(x, w, a, b, shift):
+    """One member's perturbed matmul accumulator, loops written out (before the 16 isqrt(n)).
+
+    x (n,), w (m, n), a (m, r), b (n, r) -> m Python ints: x.W_j + ((x.B) . A_j) >> shift."""
+    x, w, a, b = (to_numpy(v).astype(np.int64) for v in (x, w, a, b))
+    m, n = w.shape
+    r = a.shape[1]
+    xb = [sum(int(x[k]) * int(b[k, q]) for k in range(n)) for q in range(r)]   # (r,): x . B
+    out = []
+    for j in range(m):
+        base = sum(int(x[k]) * int(w[j, k]) for k in range(n))                # x . W_j
+        low = sum(xb[q] * int(a[j, q]) for q in range(r))                      # (x . B) . A_j
+        out.append(base + (low >> shift))
+    return out
+
+# -----------------------------------------------------------------------------
+# the model. Computed layer by layer over the whole window: each layer's input projections,
+# MLP and the head are one big matmul over all (N, T) positions; only the recurrence (s @ U_f,
+# f' @ U_h and the gating) runs in the time loop. Same integers as byte-by-byte order.
+
+
+def vector_param(params, name, perturb):
+    """A vector parameter in int32 lanes, perturbed per member if asked: (d,) or (N, 1, d)."""
+    v = wide(params[name])
+    p = perturb.get(name) if perturb else None
+    if p is None:
+        return v
+    return clip8(v + p.vector_delta())[:, None, :]                      # I8(w + E_i >> shift)
+
+
+def linear(params, name, x, perturb):
+    """The scaled matmul I8(x @ W^T / (16 isqrt n)), member-perturbed. x (N, T, n) -> (N, T, m),
+    int8 values in int32 lanes, q4."""
+    w = params[name]
+    acc = int_matmul(x, w)                                      # (N, T, m) int32, q8
+    p = perturb.get(name) if perturb else None
+    if p is not None:
+        acc = acc.astype(backend_of(acc).int64) + p.matmul_delta(x)   # q8 + E_i term, int64
+    return clip8(div_floor(acc, matmul_divisor(w.shape[1]))).astype(backend_of(x).int32)
+
+
+def embed(params, tokens, perturb):
+    """Row lookup emb[t] (App. G.6), perturbed: I8(emb[t] + E_i[t] >> shift). (N, T) -> (N, T, D)."""
+    xp = backend_of(tokens)
+    rows = wide(params["emb"][tokens.astype(xp.int64)])        # (N, T, D) q4
+    p = perturb.get("emb") if perturb else None
+    if p is None:
+        return rows
+    return clip8(rows + p.row_delta(tokens)).astype(xp.int32)
+
+
+def int_norm(u, w):
+    """L1 'layernorm' (App. G.5): I8(u * w / max(1, I8(mean |u|))). u (..., D), w broadcast."""
+    xp = backend_of(u)
+    mean_abs = xp.abs(u).sum(axis=-1, keepdims=True) // u.shape[-1]   # (..., 1) q4, >= 0
+    # departure: the reference code divides by 0 when sum|u| < D; the divisor is guarded >= 1
+    mean_abs = xp.clip(mean_abs, 1, 127)                              # I8 and >= 1
+    return clip8(xp.floor_divide(u * w, mean_abs))                    # q4 * q4 / q4 -> q4
+
+
+def gru_scan(params, p, u, s, perturb):
+    """minGRU without activations (App. G.7) over a window. u (N, T, D) q4, s (N, D) int8
+    state -> (h (N, T, D) per-step outputs = states, final state (N, D) int8)."""
+    xp = backend_of(u)
+    wf_u = linear(params, p + "w_f", u, perturb) + vector_param(params, p + "b_f", perturb)
+    wh_u = linear(params, p + "w_h", u, perturb) + vector_param(params, p + "b_h", perturb)
+    s = wide(s)[:, None, :]                                               # (N, 1, D) q4
+    outs = []
+    for t in range(u.shape[1]):
+        f = clip8(wf_u[:, t: t + 1] + linear(params, p + "u_f", s, perturb))   # I8(uW_f+sU_f+b_f)
+        gate = f + 127                                   # [0, 254]: a gate of gate/256 in [0, 1)
+        f_hat = clip8((gate * s) >> 8)                   # q4: (f + 127) * s / 256
+        h_hat = clip8(wh_u[:, t: t + 1] + linear(params, p + "u_h", f_hat, perturb))
+        delta = (gate * (h_hat - s)) >> 8                # int32 in [-250, 250]
+        # departure: the reference code casts delta to int8 (wrap-around) and adds in int8;
+        # here s + delta is formed in int32 and saturated once
+        s = clip8(s + delta)
+        outs.append(s)
+    return xp.concatenate(outs, axis=1), s[:, 0].astype(xp.int8)
+
+
+def mlp(params, p, u, perturb):
+    """(u @ mlp1) @ mlp2: D -> 4D -> D, no bias, no activation (App. G.8)."""
+    return linear(params, p + "mlp2", linear(params, p + "mlp1", u, perturb), perturb)
+
+
+def block(params, p, y, s, perturb):
+    """Pre-norm GRU then pre-norm MLP, each with a saturating residual (App. G.8).
+    y (N, T, D) q4, s (N, D) int8 -> (y (N, T, D), new state (N, D) int8)."""
+    h, s = gru_scan(params, p, int_norm(y, vector_param(params, p + "ln1", perturb)), s, perturb)
+    y = clip8(y + h)
+    y = clip8(y + mlp(params, p, int_norm(y, vector_param(params, p + "ln2", perturb)), perturb))
+    return y, s
+
+
+def forward(params, cfg, tokens, hidden, perturb=None):
+    """tokens (N, T) bytes, hidden (L, N, D) int8 -> logits (N, T, 256) int8 in 1/16-bit units,
+    final hidden (L, N, D) int8. Row i uses member i's perturbation (None: plain inference)."""
+    xp = backend_of(tokens)
+    y = embed(params, tokens, perturb)                                   # (N, T, D) q4
+    new_hidden = []
+    for i in range(cfg.n_layers):
+        y, s = block(params, f"l{i}.", y, hidden[i], perturb)
+        new_hidden.append(s)
+    y = int_norm(y, vector_param(params, "ln_out", perturb))
+    logits = linear(params, "head", y, perturb).astype(xp.int8)          # (N, T, 256)
+    return logits, xp.stack(new_hidden)
+
+
+def sequence_logprob(params, cfg, tokens, hidden, perturb=None, time_chunk=32):
+    """Integer fitness: sum over the window of log2 p(next byte), 1/256-bit units.
+
+    tokens (N, T + 1) -> (N,) int64, final hidden. The window is processed in time chunks (the
+    state carries between them, so the result is identical) to bound memory."""
+    xp = backend_of(tokens)
+    total = xp.zeros(tokens.shape[0], dtype=xp.int64)
+    T = tokens.shape[1] - 1
+    for t0 in range(0, T, time_chunk):
+        t1 = min(T, t0 + time_chunk)
+        logits, hidden = forward(params, cfg, tokens[:, t0:t1], hidden, perturb)
+        total += token_logprob(logits, tokens[:, t0 + 1: t1 + 1]).sum(axis=1)
+    return total, hidden
+# -----------------------------------------------------------------------------
+# log-likelihood: integer fitness for training, float64 bits/byte for reporting
+
+LOGP_UNIT = 256  # the integer log-likelihood is in 1/256-bit units
+EXP2_BITS = 20   # EXP2[d] = 2^(d/16) in q20 fixed point
+# EXP2[k] = round(2^((k - 254)/16) * 2^20) for k = logit - max_logit + 254 in [0, 254]
+EXP2_TABLE = np.rint(2.0 ** ((np.arange(255) - 254) / 16.0 + EXP2_BITS)).astype(np.int32)
+# LOG2_MANT[j] = round(256 log2(1 + j/4096)): log2 of a 13-bit mantissa in [4096, 8191]
+LOG2_MANT_TABLE = np.rint(LOGP_UNIT * np.log2(1 + np.arange(4096) / 4096)).astype(np.int32)
+
+
+def _table(xp, table):
+    return table if xp is np else xp.asarray(table)
+
+
+def token_logprob(logits, targets):
+    """Integer log2 p(target) per position, in 1/256-bit units (<= 0).
+
+    logits (..., 256) int8 in 1/16-bit units, targets (...) bytes -> (...) int32.
+    log2 p(t) = (y_t - y_max)/16 - log2(S / 2^20), S = sum_j EXP2[y_j - y_max] in [2^20, 2^28]."""
+    xp = backend_of(logits)
+    y = wide(logits)
+    y_max = y.max(axis=-1, keepdims=True)
+    s = _table(xp, EXP2_TABLE)[y - y_max + 254].sum(axis=-1)          # q20, <= 256 * 2^20
+    e = EXP2_BITS + sum((s >= (1 << k)).astype(xp.int32) for k in range(21, 29))  # floor(log2 s)
+    mant = s >> (e - 12)                                                # [4096, 8191]
+    log2_s = LOGP_UNIT * (e - EXP2_BITS) + _table(xp, LOG2_MANT_TABLE)[mant - 4096]
+    y_t = xp.take_along_axis(y, targets.astype(xp.int64)[..., None], axis=-1)[..., 0]
+    return 16 * (y_t - y_max[..., 0]) - log2_s                          # 16 * q4 = 1/256 bit
+
+
+def log2_probs(logits):
+    """Float64 log2 p(byte) from integer logits: p proportional to 2^(logit/16). (..., 256)."""
+    xp = backend_of(logits)
+    z = logits.astype(xp.float64) / 16.0
+    z_max = z.max(axis=-1, keepdims=True)
+    return z - z_max - xp.log2(xp.exp2(z - z_max).sum(axis=-1, keepdims=True))
+
+
+def bits_per_byte(logits, targets):
+    """Reported loss: mean -log2 p(target) in float64 from the integer logits."""
+    xp = backend_of(logits)
+    lp = xp.take_along_axis(log2_probs(logits), targets.astype(xp.int64)[..., None], axis=-1)
+    return float(-lp.mean())  # note: a CPU-GPU sync point
+
+# -----------------------------------------------------------------------------
+# counter-based integer noise (DESIGN §3): the same integer ops on numpy and cupy
+
+
+def hash32(x):
+    """A 32-bit integer mixer ('lowbias32' constants). uint32 arithmetic wraps mod 2^32 on both
+    backends, so numpy and cupy give identical bits."""
+    xp = backend_of(x)
+    x = x ^ (x >> xp.uint32(16))
+    x = x * xp.uint32(0x7FEB352D)
+    x = x ^ (x >> xp.uint32(15))
+    x = x * xp.uint32(0x846CA68B)
+    return x ^ (x >> xp.uint32(16))
+
+
+def stream_key(*words):
+    """Fold a tuple of non-negative ints (seed, step, parameter id, ...) into one uint32 key."""
+    h = np.array([0x9E3779B9], dtype=np.uint32)    # 1-d: numpy wraps arrays silently
+    for w in words:
+        h = hash32(h ^ np.uint32(w & 0xFFFFFFFF))
+    return int(h[0])
+
+
+def _inverse_normal_table():
+    """NORMAL_Q4[u] = round(16 * Phi^-1((u + 0.5) / 2^16)): a 16-bit uniform to a q4 normal."""
+    nd = statistics.NormalDist()
+    z = np.array([nd.inv_cdf((u + 0.5) / 65536) for u in range(32768)])
+    half = np.rint(Q_ONE * z)
+    return np.concatenate([half, -half[::-1]]).astype(np.int8)   # exactly symmetric, |v| <= 69
+
+
+NORMAL_Q4 = _inverse_normal_table()
+
+
+def noise_int8(key, rows, size, xp=np):
+    """Integer noise ~ 16 N(0, 1) as int8, a pure function of (key, row, index).
+
+    key: a stream_key(seed, step, param id); rows: (P,) ids (e.g. antithetic pair ids).
+    Returns (P, size) int8 in [-69, 69]."""
+    rows = xp.asarray(rows).astype(xp.uint32)
+    row_keys = hash32(rows * xp.uint32(0x85EBCA6B) ^ xp.uint32(key))            # (P,)
+    idx = xp.arange(size, dtype=xp.uint32) * xp.uint32(0x9E3779B9)             # (size,)
+    h = hash32(row_keys[:, None] ^ idx[None, :])                                 # (P, size)
+    return _table(xp, NORMAL_Q4)[(h >> xp.uint32(16)).astype(xp.int32)]
+
+# -----------------------------------------------------------------------------
+# data: bytes of a text file, a fixed 90/10 split, windows with carried state
+
+
+DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+                            "tinyshakespeare.txt")
+
+
+def load_bytes(path):
+    """The bytes of any file, as uint8. Errors name the file."""
+    if not os.path.isfile(path):
+        raise ValueError(f"data file not found: {path}")
+    with open(path, "rb") as f:
+        data = np.frombuffer(f.read(), dtype=np.uint8)
+    if len(data) == 0:
+        raise ValueError(f"data file is empty: {path}")
+    return data
+
+
+def split_train_val(data):
+    """The last 10 % of the bytes is validation (DESIGN §4)."""
+    n_val = len(data) // 10
+    return data[: len(data) - n_val], data[len(data) - n_val:]
+
+
+def min_data_bytes(n_rows, seq_len, val_len):
+    """Smallest file for which every training row holds one window and val holds one window."""
+    need_train = n_rows * (seq_len + 1)
+    return max(need_train + need_train // 9 + 1, 10 * (val_len + 1))
+
+
+def check_data_size(data, path, n_rows, seq_len, val_len):
+    need = min_data_bytes(n_rows, seq_len, val_len)
+    if len(data) < need:
+        raise ValueError(f"data file {path} has {len(data)} bytes; need at least {need} "
+                         f"({n_rows} rows x {seq_len + 1}-byte windows for training after a "
+                         f"90/10 split, and one {val_len + 1}-byte validation window)")
+
+
+class TrainStream:
+    """Training windows with carried state (truncated BPTT-free training, DESIGN §4).
+
+    The train split is cut into n_rows contiguous rows; at step t row r yields bytes
+    [k T, k T + T + 1) of its row, k = t mod K, so consecutive steps continue each row and the
+    hidden state carries across them. `reset` is True when the rows start over (k == 0).
+    The data position is a pure function of t, so a resumed run reads the same bytes."""
+
+    def __init__(self, train, n_rows, seq_len, xp=np):
+        self.row_len = len(train) // n_rows
+        self.windows_per_row = (self.row_len - 1) // seq_len
+        if self.windows_per_row < 1:
+            raise ValueError(f"train split of {len(train)} bytes is too short for {n_rows} rows "
+                             f"of {seq_len + 1}-byte windows")
+        self.rows = train[: n_rows * self.row_len].reshape(n_rows, self.row_len)
+        self.seq_len, self.xp = seq_len, xp
+
+    def batch(self, t):
+        """(tokens (n_rows, T + 1) uint8 on xp, reset: bool)."""
+        k = t % self.windows_per_row
+        window = self.rows[:, k * self.seq_len: k * self.seq_len + self.seq_len + 1]
+        return self.xp.asarray(np.ascontiguousarray(window)), k == 0
+
+
+def val_windows(val, n_windows, length, xp=np):
+    """A fixed set of n evenly spaced windows of length + 1 bytes from the val split."""
+    if len(val) < length + 1:
+        raise ValueError(f"validation split has {len(val)} bytes, need {length + 1}")
+    starts = np.linspace(0, len(val) - length - 1, n_windows).astype(np.int64)
+    return xp.asarray(np.stack([val[s: s + length + 1] for s in starts]))   # (n, length + 1)
+
+
+def ngram_baselines(train, val, smoothing=0.01):
+    """Bits/byte on val of add-`smoothing` unigram and bigram models fit on train (DESIGN §4)."""
+    uni = np.bincount(train, minlength=VOCAB) + smoothing
+    uni_bpb = -np.mean(np.log2(uni / uni.sum())[val])
+    bi = np.zeros((VOCAB, VOCAB))
+    np.add.at(bi, (train[:-1], train[1:]), 1)
+    bi += smoothing
+    bi_lp = np.log2(bi / bi.sum(axis=1, keepdims=True))
+    bi_bpb = -np.mean(bi_lp[val[:-1], val[1:]])
+    return {"uniform": 8.0, "unigram": float(uni_bpb), "bigram": float(bi_bpb)}
+
+# -----------------------------------------------------------------------------
+# evaluation and sampling
+
+
+def evaluate(params, cfg, windows, chunk=256):
+    """Validation bits/byte: unperturbed weights, zero initial state, windows (V, T + 1)."""
+    xp = backend_of(windows)
+    total, count = 0.0, 0
+    for i in range(0, len(windows), chunk):
+        w = windows[i: i + chunk]
+        logits, _ = forward(params, cfg, w[:, :-1], zero_hidden(cfg, len(w), xp))
+        total += bits_per_byte(logits, w[:, 1:]) * w[:, 1:].size
+        count += w[:, 1:].size
+    return total / count
+
+
+def lm_predict(params, cfg):
+    """The LM as a predictor: (tokens (N, T), hidden) -> (log2 p (N, T, 256) float64, hidden)."""
+    def predict(tokens, hidden):
+        logits, hidden = forward(params, cfg, tokens, hidden)
+        return log2_probs(logits), hidden
+    return predict
+
+
+def sample(predict, hidden, prompt, n_bytes, seed, temperature=1.0):
+    """Generate n_bytes after `prompt` (bytes) with predict(tokens, hidden) -> (log2p, hidden).
+
+    Sampling happens on the host from its own stream (seed, 0x5A3F): an I/O boundary."""
+    if not prompt:
+        raise ValueError("sample: the prompt must hold at least one byte")
+    xp = backend_of(hidden)
+    rng = np.random.default_rng([seed, 0x5A3F])
+    log2p, hidden = predict(xp.asarray(np.frombuffer(prompt, np.uint8)[None, :]), hidden)
+    out = bytearray()
+    for _ in range(n_bytes):
+        lp = to_numpy(log2p[0, -1]) / max(temperature, 1e-6)
+        p = np.exp2(lp - lp.max())
+        byte = int(rng.choice(VOCAB, p=p / p.sum()))
+        out.append(byte)
+        log2p, hidden = predict(xp.asarray(np.array([[byte]], np.uint8)), hidden)
+    return bytes(out)
+
+
+def model_table(cfg):
+    """Rows for the README's model table."""
+    return [("d_model D", cfg.d_model), ("n_layers L", cfg.n_layers), ("vocab", VOCAB),
+            ("parameters (int8)", count_params(cfg)),
+            ("matmul MACs / byte", sum(math.prod(s) for s in param_shapes(cfg).values()
+                                       if len(s) == 2) - VOCAB * cfg.d_model)]
+
+
+if __name__ == "__main__":
+    cfg = ModelConfig()
+    xp = get_backend("auto")
+    print(f"backend: {xp.__name__}")
+    for k, v in model_table(cfg):
+        print(f"{k:>20}: {v:,}")
+    train, val = split_train_val(load_bytes(DEFAULT_DATA))
+    print(json.dumps({k: round(v, 3) for k, v in ngram_baselines(train, val).items()}))
+    params = init_params(cfg, seed=0, xp=xp)
+    print(f"untrained val bits/byte: {evaluate(params, cfg, val_windows(val, 16, 128, xp)):.3f}")
+    text = sample(lm_predict(params, cfg), zero_hidden(cfg, 1, xp), b"ROMEO:", 80, seed=0)
+    print(repr(text.decode("utf-8", errors="replace")))
+    print(asdict(cfg))
