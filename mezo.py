@@ -116,18 +116,18 @@ def projected_grads(loss_fn, params, cfg, step):
     return pgs, losses
 
 
-def spsa_grad(loss_fn, params, cfg, step):
-    """The n-SPSA estimate of Eq. 2 as explicit arrays {name: g_hat_k}, O(d) memory.
+def estimate_grad(loss_fn, params, cfg, step):
+    """The n-SPSA estimate of Eq. 2 as explicit arrays: ({name: g_hat_k}, [loss_j]), O(d) memory.
 
     For tests and for reading the math only: MeZO's own step never builds g_hat.
     """
-    pgs, _ = projected_grads(loss_fn, params, cfg, step)
+    pgs, losses = projected_grads(loss_fn, params, cfg, step)
     grads = {name: get_xp(p).zeros_like(p) for name, p in params.items()}
     for j, pg in enumerate(pgs):
         for tensor_id, name in enumerate(sorted(params)):
             z = tensor_noise(params[name], cfg.seed, step, j, tensor_id)  # same z as perturb_
             grads[name] += (pg / cfg.n_dirs) * z  # Eq. 2
-    return grads
+    return grads, losses
 
 
 # --- update ---

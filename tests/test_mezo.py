@@ -58,7 +58,7 @@ def spsa_samples(n_dirs, k_samples, eps=1e-3):
     """k_samples independent n-SPSA estimates (rows, flattened) and the true gradient."""
     params, loss_fn, grad_fn = make_quadratic()
     cfg = mezo.Config(eps=eps, n_dirs=n_dirs, seed=7)
-    rows = [flat(mezo.spsa_grad(loss_fn, params, cfg, step)) for step in range(k_samples)]
+    rows = [flat(mezo.estimate_grad(loss_fn, params, cfg, step)[0]) for step in range(k_samples)]
     return np.stack(rows), grad_fn(params)  # (K, D), (D,)
 
 
