@@ -116,7 +116,7 @@ def population_losses(loss_fn, params, noise, cfg):
 def centered_ranks(x):
     """Eq. 4: the ranks of all entries of x (0 = smallest) mapped to [−0.5, 0.5]; shape of x."""
     ranks = np.empty(x.size)
-    ranks[np.argsort(x, axis=None)] = np.arange(x.size)  # ties broken by position, as OpenAI
+    ranks[np.argsort(x, axis=None)] = np.arange(x.size)  # ties: argsort order, as in OpenAI code
     return (ranks / (x.size - 1) - 0.5).reshape(x.shape)
 
 
