@@ -1,0 +1,202 @@
+"""Tests for noprop.py: the noise schedule (time direction, endpoints, posterior identities),
+hand gradients vs finite differences, locality of the block updates, the toy demo's
+accuracy, determinism and (with a GPU) cupy == numpy.
+
+$ python -m pytest tests/test_noprop.py -q
+"""
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import noprop  # noqa: E402
+
+FD_TOL = 1e-6  # float64 central differences with h = 1e-6 land near 1e-9; 1e-6 flags any bug
+
+# brief §A.11 reference table for T = 10 (4 significant digits)
+ABAR_TABLE = [0.0010, 0.0241, 0.0940, 0.2031, 0.3408, 0.4938, 0.6475, 0.7869, 0.8987, 0.9721,
+              0.9900]
+
+
+def fd_max_rel_error(loss_fn, params, grads, h=1e-6):
+    """max over tensors of ||grad_fd - grad||_inf / ||grad_fd||_inf, every entry perturbed."""
+    worst = 0.0
+    for k, p in params.items():
+        fd = np.zeros_like(p)
+        for i in np.ndindex(p.shape):
+            old = p[i]
+            p[i] = old + h
+            up = loss_fn()
+            p[i] = old - h
+            down = loss_fn()
+            p[i] = old
+            fd[i] = (up - down) / (2 * h)
+        worst = max(worst, np.abs(fd - grads[k]).max() / np.abs(fd).max())
+    return worst
+
+
+def test_schedule_endpoints_and_time_direction():
+    s = noprop.noise_schedule(10)
+    abar, snr = s["abar"], s["snr"]
+    assert abar[0] == 1e-3 and abar[10] == 0.99, f"endpoints {abar[0]}, {abar[10]}"
+    assert np.all(np.diff(abar) > 0), "abar_t must increase with t (t = 0 noise, T label)"
+    assert np.all(np.diff(snr) > 0), "SNR(t) - SNR(t-1) must be > 0 for every t"
+    assert s["alpha"][10] == abar[10] and np.all((s["alpha"] > 0) & (s["alpha"] < 1))
+    np.testing.assert_allclose(abar, ABAR_TABLE, atol=6e-5, err_msg="brief §A.11 table")
+    np.testing.assert_allclose(snr[10] - snr[9], 64.17, atol=6e-3)
+    assert np.isnan(s["a"][0]) and not np.any(np.isnan(s["a"][1:]))
+
+
+def test_schedule_posterior_identities():
+    """Chaining the Eq. 3 step with the true u_y reproduces q(z_t|y) (Eq. 6) exactly, and
+    a_t^2 / c_t = SNR(t) - SNR(t-1) (the KL collapse of Eq. 56)."""
+    s = noprop.noise_schedule(10)
+    abar, a, b, c = s["abar"], s["a"][1:], s["b"][1:], s["c"][1:]
+    np.testing.assert_allclose(a + b * np.sqrt(abar[:-1]), np.sqrt(abar[1:]), rtol=1e-12)
+    np.testing.assert_allclose(b ** 2 * (1 - abar[:-1]) + c, 1 - abar[1:], rtol=1e-12)
+    np.testing.assert_allclose(a ** 2 / c, np.diff(s["snr"]), rtol=1e-12)
+
+
+def small_problem(seed, m=4, d=3, D=5, H=6, B=7):
+    rng = np.random.default_rng(seed)
+    block = {"W1": rng.standard_normal((D + d, H)), "b1": 0.1 * rng.standard_normal(H),
+             "W2": rng.standard_normal((H, m)), "b2": 0.1 * rng.standard_normal(m)}
+    head = {"Wo": rng.standard_normal((d, m)), "bo": 0.1 * rng.standard_normal(m)}
+    E = {"E": rng.standard_normal((m, d))}                        # learned: every path non-zero
+    x, y = rng.standard_normal((B, D)), np.arange(B) % m
+    return block, head, E, x, y, rng.standard_normal((B, d))
+
+
+def test_block_gradients_match_finite_differences():
+    block, _, E, x, y, eps = small_problem(0)
+    w, abar_prev = 0.37, 0.2
+
+    def loss():
+        return float(noprop.noprop_block_loss_and_grads(block, E["E"], x, y, eps, w,
+                                                        abar_prev)[0])
+
+    _, grads = noprop.noprop_block_loss_and_grads(block, E["E"], x, y, eps, w, abar_prev)
+    err = max(fd_max_rel_error(loss, block, grads), fd_max_rel_error(loss, E, grads))
+    assert err < FD_TOL, f"block grads (W1, b1, W2, b2, E): max rel error {err:.2e}"
+
+
+def test_head_gradients_match_finite_differences():
+    _, head, E, _, y, eps = small_problem(1)
+    abar_T, abar_0 = 0.9, 0.3  # large abar_0 so that the KL path of E is clearly tested
+
+    def loss():
+        ce, kl, _ = noprop.noprop_head_loss_and_grads(head, E["E"], y, eps, abar_T, abar_0)
+        return float(ce + kl)
+
+    _, _, grads = noprop.noprop_head_loss_and_grads(head, E["E"], y, eps, abar_T, abar_0)
+    err = max(fd_max_rel_error(loss, head, grads), fd_max_rel_error(loss, E, grads))
+    assert err < FD_TOL, f"head grads (Wo, bo, E via CE + KL): max rel error {err:.2e}"
+
+
+def test_one_hot_block_loss_is_brier_score():
+    block, _, _, x, y, eps = small_problem(2, d=4)
+    E = np.eye(4)
+    loss, _ = noprop.noprop_block_loss_and_grads(block, E, x, y, eps, 0.5, 0.3)
+    z = np.sqrt(0.3) * E[y] + np.sqrt(0.7) * eps
+    P = noprop.block_probs(block, x, z)
+    brier = 0.5 / len(y) * np.sum((P - E[y]) ** 2)
+    assert abs(loss - brier) < 1e-12, f"{loss} vs Brier {brier}"
+
+
+def toy_setup(cfg):
+    params = noprop.init_params(cfg, cfg.n_features, np)
+    x, y = noprop.make_toy_task(cfg, 0)
+    sched = noprop.noise_schedule(cfg.T, cfg.cos_s, cfg.abar_min, cfg.abar_max)
+    return params, noprop.init_opt(params), x[:32], y[:32], sched
+
+
+def copy_blocks(params):
+    return [{k: v.copy() for k, v in b.items()} for b in params["blocks"]]
+
+
+def test_block_step_touches_only_its_block():
+    cfg = replace(noprop.Config(), T=4, hidden=32)
+    params, opt, x, y, sched = toy_setup(cfg)
+    before, E = copy_blocks(params), params["E"]["E"].copy()
+    head = {k: v.copy() for k, v in params["head"].items()}
+    noprop.noprop_block_step(params, opt, 3, x, y, sched, 1, cfg)
+    for t, (blk, old) in enumerate(zip(params["blocks"], before), start=1):
+        same = all(np.array_equal(blk[k], old[k]) for k in blk)
+        assert same == (t != 3), f"block {t}: changed={not same}, only block 3 may change"
+    assert all(np.array_equal(params["head"][k], head[k]) for k in head), "head changed"
+    assert np.array_equal(params["E"]["E"], E), "E changed"
+
+
+def test_block_update_ignores_other_blocks():
+    """Locality: with fixed one-hot E, block t's trajectory over several full training steps
+    is bit-identical whatever the other blocks' parameters are (no activation or gradient
+    crosses blocks: z_{t-1} is sampled from q, not produced by block t-1)."""
+    cfg = replace(noprop.Config(), T=4, hidden=32)
+    params_a, opt_a, x, y, sched = toy_setup(cfg)
+    params_b, opt_b, _, _, _ = toy_setup(cfg)
+    for t in (1, 2, 4):                                           # all blocks but block 3
+        params_b["blocks"][t - 1]["W1"] *= -2.0
+    for step in (1, 2, 3):
+        noprop.noprop_train_step(params_a, opt_a, x, y, sched, step, cfg)
+        noprop.noprop_train_step(params_b, opt_b, x, y, sched, step, cfg)
+    for k in params_a["blocks"][2]:
+        assert np.array_equal(params_a["blocks"][2][k], params_b["blocks"][2][k]), k
+    assert not np.array_equal(params_a["blocks"][1]["W1"], params_b["blocks"][1]["W1"])
+
+
+def test_toy_demo_beats_chance():
+    cfg = noprop.Config()
+    t0 = time.time()
+    res = noprop.evaluate(noprop.train_toy(cfg), cfg)
+    msg = (f"{res}, chance 0.100, {time.time() - t0:.1f} s"
+           f" (measured stochastic 0.876, deterministic 0.918, block 1 0.909)")
+    assert res["stochastic"] > 0.75 and res["deterministic"] > 0.8 and res["block1"] > 0.8, msg
+
+
+def test_learned_embeddings_train():
+    cfg = replace(noprop.Config(), embed_dim=20, T=4)
+    E0 = noprop.init_params(cfg, cfg.n_features, np)["E"]["E"]
+    params = noprop.train_toy(cfg)
+    res = noprop.evaluate(params, cfg)
+    assert not np.array_equal(params["E"]["E"], E0), "learned E did not move"
+    assert res["deterministic"] > 0.8, f"{res}, chance 0.100 (measured deterministic 0.914)"
+
+
+def small_config(seed):
+    return replace(noprop.Config(), seed=seed, T=3, hidden=32, epochs=1, n_train=320,
+                   n_test=100, embed_dim=8)
+
+
+def test_determinism():
+    runs = [noprop.train_toy(small_config(seed)) for seed in (3, 3, 4)]
+
+    def flat(p):
+        return [v for d in p["blocks"] + [p["head"], p["E"]] for v in d.values()]
+
+    assert all(np.array_equal(a, b) for a, b in zip(flat(runs[0]), flat(runs[1]))), \
+        "same seed, different parameters"
+    assert not np.array_equal(flat(runs[0])[0], flat(runs[2])[0]), "seed had no effect"
+    cfg = small_config(3)
+    assert noprop.evaluate(runs[0], cfg) == noprop.evaluate(runs[1], cfg)
+
+
+def test_cupy_step_matches_numpy():
+    cupy = pytest.importorskip("cupy")
+    if not cupy.cuda.is_available():
+        pytest.skip("cupy installed but no usable GPU")
+    cfg = replace(noprop.Config(), T=3, hidden=32, embed_dim=8)
+    params, opt, x, y, sched = toy_setup(cfg)
+    params_g = noprop.init_params(cfg, cfg.n_features, cupy)
+    opt_g = noprop.init_opt(params_g)
+    for step in (1, 2):
+        noprop.noprop_train_step(params, opt, x, y, sched, step, cfg)
+        noprop.noprop_train_step(params_g, opt_g, cupy.asarray(x), cupy.asarray(y), sched,
+                                 step, cfg)
+    for a, b in zip(params["blocks"] + [params["head"], params["E"]],
+                    params_g["blocks"] + [params_g["head"], params_g["E"]]):
+        for k in a:  # float32, different BLAS: agree to rounding, not bit for bit
+            np.testing.assert_allclose(cupy.asnumpy(b[k]), a[k], rtol=1e-4, atol=1e-5)
