@@ -158,12 +158,12 @@ def test_toy_demo_beats_chance():
 
 
 def test_learned_embeddings_train():
-    cfg = replace(noprop.Config(), embed_dim=20, T=4)
+    cfg = replace(noprop.Config(), embed_dim=20, T=4, epochs=4, hidden=128)
     E0 = noprop.init_params(cfg, cfg.n_features, np)["E"]["E"]
     params = noprop.train_toy(cfg)
     res = noprop.evaluate(params, cfg)
     assert not np.array_equal(params["E"]["E"], E0), "learned E did not move"
-    assert res["deterministic"] > 0.8, f"{res}, chance 0.100 (measured deterministic 0.914)"
+    assert res["deterministic"] > 0.75, f"{res}, chance 0.100 (measured deterministic 0.879)"
 
 
 def small_config(seed):
