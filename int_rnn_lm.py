@@ -224,6 +224,14 @@ def int_matmul(x, w):
     return (x.astype(ft) @ w.astype(ft).T).astype(xp.int32)
 
 
+def int_bmm(x, y):
+    """Exact per-member products x_i @ y_i for int8-valued x (N, T, n), y (N, n, r) -> int64
+    (N, T, r). Batched BLAS in float32 or float64, exact by the same bound as int_matmul."""
+    xp = backend_of(x)
+    ft = xp.float32 if x.shape[-1] <= EXACT_F32_MAX_N else xp.float64
+    return (x.astype(ft) @ y.astype(ft)).astype(xp.int64)
+
+
 def _cublas_int8_tn(x, w):
     """C (B, m) = x (B, n) @ w (m, n)^T with cublasGemmEx, int8 in, int32 out and accumulate.
 
@@ -262,14 +270,18 @@ class LowRank:
     shift: int
 
     def matmul_delta(self, x):
-        """(x E_i^T) >> shift for x (N, T, n) int8 values -> (N, T, m) int64, as (x B_i) A_i^T.
+        """(x E_i^T) >> shift for x (N, T, n) int8 values -> (N, T, m), as (x B_i) A_i^T.
 
-        Cost O(T r (m + n)) per member instead of O(T m n): no E_i is ever built."""
+        Cost O(T r (m + n)) per member instead of O(T m n): no E_i is ever built. int32 when
+        even all-127 inputs cannot overflow it (n r 127^3 < 2^31: n r <= 1040), else int64."""
         xp = backend_of(x)
+        n, r = self.B.shape[1], self.B.shape[2]
+        it = xp.int32 if n * r * 127**3 < 2**31 and n * 127**2 + (n * r * 127**3 >> self.shift) \
+            < 2**31 else xp.int64
         out = 0
-        for q in range(self.A.shape[-1]):                                 # rank-1 terms
-            xb = (wide(x) * wide(self.B[:, None, :, q])).sum(-1)          # (N, T) int32: <2^31
-            out = out + xb[..., None].astype(xp.int64) * self.A[:, None, :, q]  # (N, T, m) int64
+        for q in range(r):                                                # rank-1 terms
+            xb = xp.einsum("btn,bn->bt", wide(x), wide(self.B[:, :, q]))  # (N, T): x . b_iq
+            out = out + xb[..., None].astype(it) * self.A[:, None, :, q]  # (N, T, m)
         return out >> self.shift
 
     def row_delta(self, tokens):
@@ -311,6 +323,14 @@ class Full:
         return self.E.astype(backend_of(self.E).int64) >> self.shift    # (N, d)
 
 
+def select_members(perturb, rows):
+    """The perturbation of a slice of the members (to evaluate a population in chunks)."""
+    if not perturb:
+        return perturb
+    return {name: (LowRank(p.A[rows], p.B[rows], p.shift) if isinstance(p, LowRank)
+                   else Full(p.E[rows], p.shift)) for name, p in perturb.items()}
+
+
 def lowrank_matmul_reference(x, w, a, b, shift):
     """One member's perturbed matmul accumulator, loops written out (before the 16 isqrt(n)).
 
@@ -348,8 +368,9 @@ def linear(params, name, x, perturb):
     acc = int_matmul(x, w)                                      # (N, T, m) int32, q8
     p = perturb.get(name) if perturb else None
     if p is not None:
-        acc = acc.astype(backend_of(acc).int64) + p.matmul_delta(x)   # q8 + E_i term, int64
-    return clip8(div_floor(acc, matmul_divisor(w.shape[1]))).astype(backend_of(x).int32)
+        acc = acc + p.matmul_delta(x)           # q8 + E_i term; int64 only if int32 could wrap
+    return clip8(div_floor(acc, matmul_divisor(w.shape[1]))).astype(backend_of(x).int32,
+                                                                     copy=False)
 
 
 def embed(params, tokens, perturb):
@@ -406,17 +427,22 @@ def block(params, p, y, s, perturb):
     return y, s
 
 
-def forward(params, cfg, tokens, hidden, perturb=None):
+def forward(params, cfg, tokens, hidden, perturb=None, return_activations=False):
     """tokens (N, T) bytes, hidden (L, N, D) int8 -> logits (N, T, 256) int8 in 1/16-bit units,
-    final hidden (L, N, D) int8. Row i uses member i's perturbation (None: plain inference)."""
+    final hidden (L, N, D) int8. Row i uses member i's perturbation (None: plain inference).
+    return_activations: also return [embedding, block 1 output, ..., block L output], each
+    (N, T, D) q4 in int32 lanes (the local-learning methods read these)."""
     xp = backend_of(tokens)
     y = embed(params, tokens, perturb)                                   # (N, T, D) q4
-    new_hidden = []
+    acts, new_hidden = [y], []
     for i in range(cfg.n_layers):
         y, s = block(params, f"l{i}.", y, hidden[i], perturb)
+        acts.append(y)
         new_hidden.append(s)
     y = int_norm(y, vector_param(params, "ln_out", perturb))
     logits = linear(params, "head", y, perturb).astype(xp.int8)          # (N, T, 256)
+    if return_activations:
+        return logits, xp.stack(new_hidden), acts
     return logits, xp.stack(new_hidden)
 
 
@@ -609,14 +635,23 @@ def ngram_baselines(train, val, smoothing=0.01):
 # evaluation and sampling
 
 
-def evaluate(params, cfg, windows, chunk=256):
-    """Validation bits/byte: unperturbed weights, zero initial state, windows (V, T + 1)."""
+def evaluate(params, cfg, windows, predict=None, chunk=256):
+    """Validation bits/byte over windows (V, T + 1): zero initial state, unperturbed weights.
+
+    predict(tokens, hidden) -> (log2 p, hidden) for methods with their own predictive; default:
+    the LM's integer logits, scored in float64."""
     xp = backend_of(windows)
     total, count = 0.0, 0
     for i in range(0, len(windows), chunk):
         w = windows[i: i + chunk]
-        logits, _ = forward(params, cfg, w[:, :-1], zero_hidden(cfg, len(w), xp))
-        total += bits_per_byte(logits, w[:, 1:]) * w[:, 1:].size
+        h0 = zero_hidden(cfg, len(w), xp)
+        if predict is None:
+            logits, _ = forward(params, cfg, w[:, :-1], h0)
+            total += bits_per_byte(logits, w[:, 1:]) * w[:, 1:].size
+        else:
+            log2p, _ = predict(w[:, :-1], h0)
+            lp = xp.take_along_axis(log2p, w[:, 1:].astype(xp.int64)[..., None], axis=-1)
+            total += -float(lp.sum())   # note: a CPU-GPU sync point
         count += w[:, 1:].size
     return total / count
 

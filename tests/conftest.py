@@ -2,8 +2,12 @@
 import os
 import sys
 
-import numpy as np
-import pytest
+# many small matmuls: one BLAS thread avoids oversubscribing a busy 2-core machine (set before
+# numpy loads; an explicit setting in the environment wins)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -1,0 +1,330 @@
+r"""EGGROLL: evolution strategies with low-rank perturbations, on the integer LM.
+
+Every member of a population perturbs every weight matrix M (m x n) by a rank-r matrix
+E_i = A_i B_i^T / sqrt(r) instead of a full-rank one, so a member costs r (m + n) random numbers
+instead of m n, the population forward is one shared GEMM plus a cheap per-member correction,
+and the update is still (almost always) full rank.
+
+Paper: B. Sarkar, M. Fellows, J. A. Duque et al., "Evolution Strategies at the Hyperscale"
+(EGGROLL), arXiv 2511.16652 (v2, Feb 2026). Reference code: ESHyperscale/HyperscaleES (float),
+ESHyperscale/nano-egg (the int8 language model).
+
+Float EGGROLL (paper §4.1-4.2, used by the demo at the bottom):
+    E_i = A_i B_i^T / sqrt(r),  A_i ~ N(0,1)^{m x r},  B_i ~ N(0,1)^{n x r}             (§4.1)
+    u (M + sigma E_i)^T = u M^T + (sigma / sqrt(r)) (u B_i) A_i^T                        (§4.2)
+    M <- M + (alpha / N) sum_i E_i f(M + sigma E_i),  1/sigma folded into alpha          (Eq. 6)
+    sum_i z_i E_i = (diag(z) A)^T B: one GEMM, no E_i built                              (§4.2)
+Integer EGGROLL (paper App. H, what `train.py --method eggroll` runs):
+    A_k in I8^{m x r}, B_k in I8^{n x r} ~ 16 N(0,1), pair k = member >> 1, odd member: -A   (H.1)
+    member forward: I8((u W^T + ((u B) A^T >> (4 + sigma_hat))) / (16 isqrt n))          (H.1)
+    vectors: noise a_k * b_k (two int8 normals) >> (4 + sigma_hat)                      (H.1)
+    F_k = sign(f(member 2k) - f(member 2k+1)),  f = integer log-likelihood of the window (H.2)
+    Z = sum_k F_k A_k B_k^T  in int32, as one GEMM (diag(F) A)^T B                       (H.2)
+    W <- I8(W + sign(Z) [|Z| >= 256 z_{1-alpha_t/2} sqrt(P r)]),  alpha_t = 1/(1 + 0.015 t) (H.3)
+
+Departures, each also marked at its line:
+  * rank r > 1 in the integer scheme is a sum of r rank-1 terms (the reference code has rank 1
+    only); the 1/sqrt(r) of the float scheme becomes the threshold's sqrt(P r);
+  * the threshold is floor(256 z sqrt(P r)) (the reference code floors z and sqrt(P) first),
+    and Z = 0 never moves a weight (the reference code moves it by -1 when the threshold is 0);
+  * noise comes from a counter hash (int_rnn_lm.noise_int8), not a 1 GiB table.
+
+Run: $ python eggroll.py                          (float demo: low-rank ES on a regression)
+     $ python train.py --method eggroll           (the integer LM on tinyshakespeare)
+"""
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+import int_rnn_lm as lm
+
+# -----------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class Config:
+    population: int = 2048    # N members per step, even (antithetic pairs 2k, 2k+1)
+    group_size: int = 2       # members sharing one data window; even, divides population
+    sigma_shift: int = 4      # sigma_hat: perturbation scale sigma = 2^-sigma_hat (App. H.1)
+    alpha_decay: float = 0.015  # alpha_t = 1 / (1 + alpha_decay t): fraction of weights moved
+    rank: int = 1             # r: rank of each member's perturbation of each matrix
+    noise_reuse: int = 1      # steps sharing one noise draw (0: the same noise every step)
+    time_chunk: int = 25      # bytes per forward chunk (memory bound; results do not depend on it)
+    member_chunk: int = 0     # members per forward chunk, 0 = all (memory bound on large N)
+
+
+# the GPU default run: nearer the paper (population 2^13 and more; App. H.3 and §10 of the brief)
+GPU_DEFAULTS = dict(population=8192, group_size=16, time_chunk=25, member_chunk=4096)
+
+
+def check_config(cfg):
+    if cfg.population < 2 or cfg.population % 2:
+        raise ValueError(f"population must be even and >= 2, got {cfg.population}")
+    if cfg.group_size < 2 or cfg.group_size % 2 or cfg.population % cfg.group_size:
+        raise ValueError(f"group_size must be even and divide population {cfg.population}, "
+                         f"got {cfg.group_size}")
+    for name in ("rank", "time_chunk"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.sigma_shift < 0 or cfg.noise_reuse < 0 or cfg.member_chunk < 0:
+        raise ValueError("sigma_shift, noise_reuse and member_chunk must be >= 0")
+    if cfg.alpha_decay < 0:
+        raise ValueError(f"alpha_decay must be >= 0, got {cfg.alpha_decay}")
+
+# -----------------------------------------------------------------------------
+# noise: rank-r int8 factors per matrix and pair, regenerated from (seed, epoch, param, pair)
+
+
+def noise_epoch(t, cfg):
+    return t // cfg.noise_reuse if cfg.noise_reuse > 0 else 0
+
+
+def pair_noise(seed, t, cfg, pid, shape, xp):
+    """One noise draw per antithetic pair k (App. H.1).
+
+    Matrix (m, n): A (P, m, r) and B (P, n, r) int8 ~ 16 N(0,1), B first as in the reference.
+    Vector (d,): a * b of two int8 normals, (P, d) int32 ~ 256 scale."""
+    P = cfg.population // 2
+    key = lm.stream_key(seed, noise_epoch(t, cfg), pid)
+    pairs = xp.arange(P)
+    if len(shape) == 2:
+        m, n = shape
+        v = lm.noise_int8(key, pairs, (m + n) * cfg.rank, xp)            # (P, (m + n) r)
+        B = v[:, : n * cfg.rank].reshape(P, n, cfg.rank)                  # (P, n, r)
+        A = v[:, n * cfg.rank:].reshape(P, m, cfg.rank)                   # (P, m, r)
+        return A, B
+    d = shape[0]
+    v = lm.wide(lm.noise_int8(key, pairs, 2 * d, xp))                     # (P, 2d)
+    return v[:, :d] * v[:, d:]                                            # (P, d) int32
+
+
+def member_perturbation(noise, cfg):
+    """Expand pair noise to members: member 2k gets +E_k, member 2k+1 gets -E_k (sign on A)."""
+    shift = lm.FRAC_BITS + cfg.sigma_shift             # >> (4 + sigma_hat), App. H.1
+    xp = lm.backend_of(next(iter(noise.values()))[0])
+    sign = 1 - 2 * (xp.arange(cfg.population) % 2)    # (N,) +1, -1, +1, ...
+    pert = {}
+    for name, nz in noise.items():
+        if isinstance(nz, tuple):
+            A, B = nz
+            A_members = xp.repeat(A, 2, axis=0) * sign[:, None, None].astype(xp.int8)
+            pert[name] = lm.LowRank(A_members, xp.repeat(B, 2, axis=0), shift)  # (N, m, r)
+        else:
+            pert[name] = lm.Full(xp.repeat(nz, 2, axis=0) * sign[:, None], shift)  # (N, d)
+    return pert
+
+# -----------------------------------------------------------------------------
+# estimator: population fitness and the antithetic sign (App. H.2)
+
+
+def population_fitness(params, mcfg, tokens, hidden, pert, cfg):
+    """Integer log-likelihood of each member's window. tokens (N, T + 1), hidden (L, N, D)."""
+    xp = lm.backend_of(tokens)
+    N = tokens.shape[0]
+    chunk = cfg.member_chunk or N
+    fit, new_hidden = [], []
+    for i in range(0, N, chunk):
+        rows = slice(i, i + chunk)
+        f, h = lm.sequence_logprob(params, mcfg, tokens[rows], hidden[:, rows],
+                                   lm.select_members(pert, rows), cfg.time_chunk)
+        fit.append(f)
+        new_hidden.append(h)
+    return xp.concatenate(fit), xp.concatenate(new_hidden, axis=1)     # (N,), (L, N, D)
+
+
+def antithetic_sign(fitness):
+    """F_k = sign(f+ - f-) in {-1, 0, 1} per pair (App. H.2): the only thing the update sees."""
+    return lm.backend_of(fitness).sign(fitness[0::2] - fitness[1::2]).astype(np.int8)  # (P,)
+
+# -----------------------------------------------------------------------------
+# update: Z = sum_k F_k A_k B_k^T in int32, then a +-1 step where |Z| passes a z-test
+
+
+def alpha_schedule(t, cfg):
+    return 1.0 / (1.0 + cfg.alpha_decay * t)          # App. H.3: alpha_t = 1 / (1 + 0.015 t)
+
+
+def z_threshold(alpha, n_pairs, rank):
+    """Under random F, Z_ij ~ N(0, 256^2 P r): move only where |Z| >= 256 z_{1-alpha/2} sqrt(P r),
+    so about a fraction alpha of the weights moves (App. H.3; the paper prints
+    Phi^-1((1 - alpha)/2), a typo for Phi^-1(1 - alpha/2))."""
+    z = statistics.NormalDist().inv_cdf(1 - alpha / 2) if alpha < 1 else 0.0
+    return int(math.floor(256 * z * math.sqrt(n_pairs * rank)))
+
+
+PAIR_CHUNK = 65536   # pairs per int32 GEMM: 65536 * 69^2 < 2^31, summed across chunks in int64
+
+
+def accumulate_z(F, nz):
+    """Z = sum_k F_k E_k without materialising any E_k (App. H.2).
+
+    Matrix: (diag(F) A)^T B as one exact int8 GEMM per chunk of pairs -> (m, n) int64.
+    Vector: sum_k F_k a_k b_k -> (d,) int64."""
+    xp = lm.backend_of(F)
+    if not isinstance(nz, tuple):
+        return (F[:, None].astype(xp.int64) * nz).sum(axis=0)             # (d,)
+    A, B = nz
+    P, m, r = A.shape
+    Z = 0
+    for i in range(0, P, PAIR_CHUNK):
+        FA = (F[i: i + PAIR_CHUNK, None, None] * A[i: i + PAIR_CHUNK])    # (p, m, r) int8
+        FA_t = FA.transpose(1, 0, 2).reshape(m, -1)                       # (m, p r)
+        B_t = B[i: i + PAIR_CHUNK].transpose(1, 0, 2).reshape(B.shape[1], -1)  # (n, p r)
+        Z = Z + lm.int_matmul(FA_t, B_t).astype(xp.int64)                 # (m, n): (FA)^T B
+    return Z
+
+
+def integer_update(params, F, noise, threshold):
+    """W <- I8(W + sign(Z) [|Z| >= threshold]): +-1 steps, no optimiser state (App. H.3)."""
+    xp = lm.backend_of(F)
+    moved, total = 0, 0
+    new = dict(params)
+    for name, nz in noise.items():
+        Z = accumulate_z(F, nz)
+        step = xp.sign(Z) * (xp.abs(Z) >= threshold)       # Z = 0 never moves (departure)
+        new[name] = lm.sat8(lm.wide(params[name]) + step.astype(xp.int32))
+        moved += int((new[name] != params[name]).sum())    # note: a CPU-GPU sync point
+        total += Z.size
+    return new, moved / total
+
+# -----------------------------------------------------------------------------
+# the method interface train.py calls (README "The method interface")
+
+
+def num_sequences(cfg):
+    """Data rows per step: one window per group of members."""
+    return cfg.population // cfg.group_size
+
+
+def init(params, cfg, mcfg, seed):
+    """Method state: each member's carried hidden state (truncated ES across windows)."""
+    check_config(cfg)
+    xp = lm.backend_of(params["emb"])
+    return {"hidden": lm.zero_hidden(mcfg, cfg.population, xp)}          # (L, N, D) int8
+
+
+def step(params, state, batch, t, cfg, mcfg, seed):
+    """One EGGROLL step on windows `batch` = (tokens (S, T + 1), reset)."""
+    tokens, reset = batch
+    xp = lm.backend_of(tokens)
+    hidden = lm.zero_hidden(mcfg, cfg.population, xp) if reset else state["hidden"]
+    member_tokens = tokens[xp.arange(cfg.population) // cfg.group_size]  # (N, T + 1)
+    noise = {name: pair_noise(seed, t, cfg, pid, shape, xp)
+             for pid, (name, shape) in enumerate(lm.param_shapes(mcfg).items())}
+    fitness, hidden = population_fitness(params, mcfg, member_tokens, hidden,
+                                         member_perturbation(noise, cfg), cfg)
+    F = antithetic_sign(fitness)                                          # (P,)
+    alpha = alpha_schedule(t, cfg)
+    threshold = z_threshold(alpha, cfg.population // 2, cfg.rank)
+    params, frac = integer_update(params, F, noise, threshold)
+    T = tokens.shape[1] - 1
+    stats = {"loss": -float(fitness.mean()) / (lm.LOGP_UNIT * T),   # population bits/byte
+             "member_tokens": cfg.population * T, "alpha": alpha, "threshold": threshold,
+             "frac_updated": frac, "ties": float((F == 0).mean())}
+    return params, {"hidden": hidden}, stats
+
+# -----------------------------------------------------------------------------
+# float EGGROLL (paper §4.1-4.2, Eq. 6) for the demo: low-rank ES on float matrices
+
+
+@dataclass
+class FloatConfig:
+    population: int = 256     # N members (even)
+    sigma: float = 0.05       # perturbation scale
+    rank: int = 1             # r
+    lr: float = 0.02          # Adam step size on the ES gradient estimate, decayed linearly to 0
+    steps: int = 300          # demo length
+
+
+def float_lowrank_noise(seed, t, pid, shape, n_pairs, rank, xp):
+    """A (P, m, r), B (P, n, r) ~ N(0, 1), from a generator keyed by (seed, step, param id)."""
+    m, n = shape
+    rng = np.random.default_rng([seed, t, pid])
+    return (xp.asarray(rng.standard_normal((n_pairs, m, rank))),
+            xp.asarray(rng.standard_normal((n_pairs, n, rank))))
+
+
+def float_es_gradient(fitness_fn, params, seed, t, fcfg, xp=np):
+    """Low-rank ES gradient estimate (§4.1, Eq. 6 without the step size).
+
+    fitness_fn(params, factors, sigma) -> (N,) fitness, where factors[name] = (A_members,
+    B_members) and member i evaluates W + sigma A_i B_i^T / sqrt(r). Returns the estimate
+    g = (1 / (N sigma)) sum_i z_i E_i with z the z-scored fitness, built as (diag(z) A)^T B."""
+    P = fcfg.population // 2
+    sign = 1.0 - 2.0 * (xp.arange(fcfg.population) % 2)                  # (N,) +1, -1, ...
+    noise = {name: float_lowrank_noise(seed, t, pid, w.shape, P, fcfg.rank, xp)
+             for pid, (name, w) in enumerate(params.items())}
+    factors = {name: (xp.repeat(A, 2, 0) * sign[:, None, None], xp.repeat(B, 2, 0))
+               for name, (A, B) in noise.items()}
+    f = fitness_fn(params, factors, fcfg.sigma)                            # (N,)
+    z = (f - f.mean()) / (f.std() + 1e-8)                                  # global z-score (§2.4)
+    zp = z[0::2] - z[1::2]                                                 # pair weight (P,)
+    scale = 1.0 / (fcfg.population * fcfg.sigma * math.sqrt(fcfg.rank))
+    return {name: scale * xp.einsum("p,pmr,pnr->mn", zp, A, B)            # (diag(zp) A)^T B
+            for name, (A, B) in noise.items()}, f
+
+
+def adam_ascent(params, grads, moments, t, lr, b1=0.9, b2=0.999, eps=1e-8):
+    """One Adam step *up* the fitness gradient; moments: dict name -> (m, v)."""
+    new = {}
+    for name, g in grads.items():
+        m, v = moments.get(name, (0.0, 0.0))
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        moments[name] = (m, v)
+        m_hat, v_hat = m / (1 - b1 ** (t + 1)), v / (1 - b2 ** (t + 1))
+        new[name] = params[name] + lr * m_hat / (v_hat ** 0.5 + eps)
+    return new
+
+# -----------------------------------------------------------------------------
+# demo: fit a 2-layer linear map Y = X W1^T W2^T from 256 examples with low-rank ES
+
+
+def regression_problem(seed=0, n_in=32, n_hidden=16, n_out=8, n_examples=256):
+    rng = np.random.default_rng([seed, 1])
+    X = rng.standard_normal((n_examples, n_in))
+    W1 = rng.standard_normal((n_hidden, n_in)) / math.sqrt(n_in)
+    W2 = rng.standard_normal((n_out, n_hidden)) / math.sqrt(n_hidden)
+    return X, X @ W1.T @ W2.T
+
+
+def regression_fitness(X, Y):
+    """fitness_fn for float_es_gradient: minus the MSE of each member, batched the EGGROLL way:
+    x (W + sigma A B^T / sqrt r)^T = x W^T + (sigma / sqrt r) (x B) A^T, never forming A B^T."""
+    def fitness(params, factors, sigma):
+        h = None
+        for name in ("w1", "w2"):
+            A, B = factors[name]
+            c = sigma / math.sqrt(A.shape[-1])
+            x = X[None] if h is None else h                                # (N or 1, E, n)
+            base = x @ params[name].T                                      # shared GEMM
+            low = np.einsum("ben,bnr->ber", np.broadcast_to(x, (len(A),) + x.shape[1:]), B)
+            h = base + c * np.einsum("ber,bmr->bem", low, A)               # (N, E, m)
+        return -((h - Y[None]) ** 2).mean(axis=(1, 2))                     # (N,)
+    return fitness
+
+
+def regression_loss(params, X, Y):
+    return float(((X @ params["w1"].T @ params["w2"].T - Y) ** 2).mean())
+
+
+if __name__ == "__main__":
+    fcfg = FloatConfig()
+    X, Y = regression_problem()
+    rng = np.random.default_rng(0)
+    params = {"w1": rng.standard_normal((16, 32)) * 0.1, "w2": rng.standard_normal((8, 16)) * 0.1}
+    fitness = regression_fitness(X, Y)
+    moments = {}
+    start = time.time()
+    print(f"float EGGROLL, rank {fcfg.rank}, population {fcfg.population}: "
+          f"fit a 32 -> 16 -> 8 linear map (MSE of predicting 0: {float((Y ** 2).mean()):.4f})")
+    for t in range(fcfg.steps + 1):
+        if t % 50 == 0:
+            print(f"step {t:4d} | mse {regression_loss(params, X, Y):.5f} | "
+                  f"{time.time() - start:.1f}s")
+        if t < fcfg.steps:
+            grads, _ = float_es_gradient(fitness, params, seed=0, t=t, fcfg=fcfg)
+            params = adam_ascent(params, grads, moments, t, fcfg.lr * (1 - t / fcfg.steps))

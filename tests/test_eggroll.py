@@ -1,0 +1,162 @@
+"""EGGROLL: the float estimator against an analytic gradient, the integer update, the schedule."""
+import math
+
+import numpy as np
+import pytest
+
+import eggroll as eg
+import int_rnn_lm as lm
+
+# -----------------------------------------------------------------------------
+# float EGGROLL estimator vs the analytic gradient of a quadratic
+
+
+def quadratic_fitness(target):
+    """f(W) = -1/2 ||W - W*||^2 per member, evaluated at W + sigma A_i B_i^T / sqrt(r)."""
+    def fitness(params, factors, sigma):
+        A, B = factors["w"]
+        E = np.einsum("bmr,bnr->bmn", A, B) / math.sqrt(A.shape[-1])       # test only
+        return -0.5 * ((params["w"][None] + sigma * E - target[None]) ** 2).sum(axis=(1, 2))
+    return fitness
+
+
+def cosine(a, b):
+    return float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_float_estimator_matches_quadratic_gradient(rank):
+    """cos(g_hat, -(W - W*)) >= 0.9 at N = 16384 and grows with N (d = 12 x 10 = 120)."""
+    rng = np.random.default_rng(0)
+    W, target = rng.standard_normal((12, 10)), rng.standard_normal((12, 10))
+    true_grad = -(W - target)                                  # d f / d W, fitness ascent
+    cos = {}
+    for n in (64, 1024, 16384):
+        fcfg = eg.FloatConfig(population=n, sigma=0.01, rank=rank)
+        g, _ = eg.float_es_gradient(quadratic_fitness(target), {"w": W}, seed=1, t=0, fcfg=fcfg)
+        cos[n] = cosine(g["w"], true_grad)
+    assert cos[16384] >= 0.9, f"rank {rank}: cosine {cos} at N=16384 below 0.9"
+    assert cos[64] < cos[1024] < cos[16384], f"rank {rank}: cosine does not grow with N: {cos}"
+
+
+def test_float_demo_reduces_loss():
+    fcfg = eg.FloatConfig(steps=120)
+    X, Y = eg.regression_problem()
+    rng = np.random.default_rng(0)
+    params = {"w1": rng.standard_normal((16, 32)) * 0.1, "w2": rng.standard_normal((8, 16)) * 0.1}
+    before = eg.regression_loss(params, X, Y)
+    moments = {}
+    for t in range(fcfg.steps):
+        g, _ = eg.float_es_gradient(eg.regression_fitness(X, Y), params, 0, t, fcfg)
+        params = eg.adam_ascent(params, g, moments, t, fcfg.lr * (1 - t / fcfg.steps))
+    after = eg.regression_loss(params, X, Y)
+    assert after < before / 20, f"mse {before:.4f} -> {after:.4f}, expected a 20x drop"
+
+# -----------------------------------------------------------------------------
+# integer EGGROLL: noise, antithetic pairs, Z, threshold, update
+
+
+def test_members_of_a_pair_get_opposite_noise():
+    cfg = eg.Config(population=8, rank=2)
+    noise = {"w": eg.pair_noise(0, 3, cfg, 5, (6, 4), np), "v": eg.pair_noise(0, 3, cfg, 6, (4,), np)}
+    pert = eg.member_perturbation(noise, cfg)
+    A, B = pert["w"].A, pert["w"].B
+    np.testing.assert_array_equal(A[0::2], -A[1::2].astype(np.int32))
+    np.testing.assert_array_equal(B[0::2], B[1::2])
+    np.testing.assert_array_equal(A[0::2], noise["w"][0])
+    np.testing.assert_array_equal(pert["v"].E[0::2], -pert["v"].E[1::2])
+    assert pert["w"].shift == 4 + cfg.sigma_shift
+    assert (A[0] != A[2]).any(), "different pairs must get different noise"
+
+
+def test_noise_depends_on_epoch_via_noise_reuse():
+    a = eg.pair_noise(0, 0, eg.Config(population=4, noise_reuse=2), 0, (8, 8), np)[0]
+    b = eg.pair_noise(0, 1, eg.Config(population=4, noise_reuse=2), 0, (8, 8), np)[0]
+    c = eg.pair_noise(0, 2, eg.Config(population=4, noise_reuse=2), 0, (8, 8), np)[0]
+    d = eg.pair_noise(0, 9, eg.Config(population=4, noise_reuse=0), 0, (8, 8), np)[0]
+    e = eg.pair_noise(0, 0, eg.Config(population=4, noise_reuse=0), 0, (8, 8), np)[0]
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).any()
+    np.testing.assert_array_equal(d, e)
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_z_equals_sum_of_materialised_outer_products(xp, rank):
+    """Z = (diag(F) A)^T B through the exact int GEMM == sum_k F_k A_k B_k^T, bit for bit."""
+    cfg = eg.Config(population=2 * 300, rank=rank)
+    A, B = eg.pair_noise(7, 0, cfg, 3, (20, 12), xp)
+    F = xp.asarray(np.random.default_rng(0).integers(-1, 2, 300).astype(np.int8))
+    Z = lm.to_numpy(eg.accumulate_z(F, (A, B)))
+    A_, B_, F_ = (lm.to_numpy(v).astype(np.int64) for v in (A, B, F))
+    ref = sum(F_[k] * A_[k] @ B_[k].T for k in range(300))                 # (20, 12)
+    np.testing.assert_array_equal(Z, ref)
+    v = eg.pair_noise(7, 0, cfg, 4, (9,), xp)
+    np.testing.assert_array_equal(lm.to_numpy(eg.accumulate_z(F, v)),
+                                  (F_[:, None] * lm.to_numpy(v)).sum(0))
+
+
+def test_alpha_schedule_and_threshold_values():
+    cfg = eg.Config()
+    assert eg.alpha_schedule(0, cfg) == 1.0
+    assert eg.alpha_schedule(100, cfg) == pytest.approx(1 / 2.5)
+    assert eg.alpha_schedule(1000, cfg) == pytest.approx(1 / 16)
+    assert eg.z_threshold(1.0, 1024, 1) == 0
+    # 256 * Phi^-1(0.975) * sqrt(1024) = 256 * 1.9599640 * 32 = 16056.03
+    assert eg.z_threshold(0.05, 1024, 1) == 16056
+    assert eg.z_threshold(0.05, 512, 2) == 16056       # sqrt(P r) with P r = 1024
+
+
+def test_threshold_moves_about_alpha_of_the_weights():
+    """Under random signs F, the fraction with |Z| >= threshold is ~alpha (App. H.3)."""
+    cfg = eg.Config(population=2 * 2048)
+    A, B = eg.pair_noise(1, 0, cfg, 0, (64, 64), np)
+    F = np.random.default_rng(1).choice([-1, 1], 2048).astype(np.int8)
+    Z = eg.accumulate_z(F, (A, B))
+    for alpha in (0.5, 0.1, 0.01):
+        frac = float((np.abs(Z) >= eg.z_threshold(alpha, 2048, 1)).mean())
+        assert abs(frac - alpha) < 0.25 * alpha + 0.003, f"alpha {alpha}: moved {frac:.4f}"
+
+
+def test_update_is_plus_minus_one_and_saturates():
+    params = {"w": np.array([[127, -127, 0, 5]], np.int8), "b": np.array([0, 0], np.int8)}
+    F = np.array([1], np.int8)
+    A = np.array([[[1]]], np.int8)                  # (P, m, r)
+    B = np.array([[[50], [-50], [0], [-1]]], np.int8)  # (P, n, r): Z = [50, -50, 0, -1]
+    new, frac = eg.integer_update(params, F, {"w": (A, B), "b": np.array([[3, -3]])}, 2)
+    np.testing.assert_array_equal(new["w"], [[127, -127, 0, 5]])   # saturated / Z=0 / |Z| < 2
+    new, _ = eg.integer_update(params, -F, {"w": (A, B), "b": np.array([[3, -3]])}, 2)
+    np.testing.assert_array_equal(new["w"], [[126, -126, 0, 5]])
+    np.testing.assert_array_equal(new["b"], [-1, 1])
+
+
+def test_antithetic_sign():
+    f = np.array([5, 3, -2, -2, 0, 7], np.int64)
+    np.testing.assert_array_equal(eg.antithetic_sign(f), [1, 0, -1])
+
+
+def test_config_validation():
+    for bad in (dict(population=7), dict(population=0), dict(population=8, group_size=3),
+                dict(population=8, group_size=6), dict(rank=0), dict(sigma_shift=-1)):
+        with pytest.raises(ValueError):
+            eg.check_config(eg.Config(**bad))
+
+
+def test_eggroll_step_is_deterministic_and_numpy_equals_cupy(xp):
+    """Two runs of 3 steps from one seed are bit-identical; on CuPy they equal NumPy's."""
+    mcfg, cfg = lm.ModelConfig(16, 1), eg.Config(population=16, group_size=4, time_chunk=7)
+    train = np.frombuffer(lm.load_bytes(lm.DEFAULT_DATA)[:20000].tobytes(), np.uint8)
+
+    def run(xp_):
+        params = lm.init_params(mcfg, 3, xp_)
+        state = eg.init(params, cfg, mcfg, 3)
+        stream = lm.TrainStream(train, eg.num_sequences(cfg), 16, xp_)
+        for t in range(3):
+            params, state, _ = eg.step(params, state, stream.batch(t), t, cfg, mcfg, 3)
+        return {k: lm.to_numpy(v) for k, v in params.items()}, lm.to_numpy(state["hidden"])
+
+    a, ha = run(np)
+    b, hb = run(xp)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    np.testing.assert_array_equal(ha, hb)
+    assert any((a[k] != lm.to_numpy(lm.init_params(mcfg, 3)[k])).any() for k in a)

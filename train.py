@@ -1,0 +1,342 @@
+r"""Train the integer RNN LM with any method in this repo: one entry point, one interface.
+
+    $ python train.py --method eggroll                 # CPU default: about 2 minutes on 2 cores
+    $ python train.py --method eggroll --device cuda   # GPU default (D = 256): about 10 minutes
+    $ python train.py --method mezo --help             # every flag, the method's with comments
+
+A method is a module with (README "The method interface"):
+    Config                         dataclass; each field becomes a --flag (its comment the help)
+    GPU_DEFAULTS                   Config overrides for the GPU default run
+    check_config(cfg)              raises ValueError on invalid values
+    num_sequences(cfg) -> S        data rows it wants per step
+    init(params, cfg, mcfg, seed) -> state                  dict of arrays (checkpointed)
+    step(params, state, (tokens, reset), t, cfg, mcfg, seed) -> (params, state, stats)
+    predict(params, state, mcfg) -> fn(tokens, hidden) -> (log2 p, hidden)   [optional]
+stats holds at least "loss" (train bits/byte or the method's loss) and "member_tokens" (bytes
+scored this step, summed over members). Everything random derives from --seed and the step, so
+`--resume out/<method>/ckpt_last.npz` continues bit-identically.
+
+Outputs in --out/<method>/: log.csv, loss.png, sample.txt, ckpt_last.npz, ckpt_best.npz.
+"""
+import argparse
+import csv
+import dataclasses
+import importlib
+import inspect
+import json
+import math
+import os
+import re
+import sys
+import time
+
+import numpy as np
+
+import int_rnn_lm as lm
+
+METHODS = ("eggroll", "es_naive", "mezo", "forward_forward", "noprop")
+
+# the run's own settings, per device; a method's Config has the rest (and GPU_DEFAULTS)
+RUN_DEFAULTS = {
+    "cpu": dict(steps=120, d_model=64, n_layers=1, seq_len=100, eval_every=20, log_every=5,
+                val_windows=64, val_len=256),
+    "cuda": dict(steps=1000, d_model=256, n_layers=2, seq_len=100, eval_every=25, log_every=5,
+                 val_windows=256, val_len=512),
+}
+RUN_HELP = {
+    "steps": "training steps (overrides the device default)",
+    "d_model": "model width D (multiple of 16)",
+    "n_layers": "number of GRU+MLP blocks L",
+    "seq_len": "bytes per training window; the hidden state carries across windows",
+    "eval_every": "evaluate val bits/byte every this many steps",
+    "log_every": "print a progress line every this many steps",
+    "val_windows": "number of fixed validation windows",
+    "val_len": "bytes per validation window (zero initial state)",
+}
+
+# -----------------------------------------------------------------------------
+# command line: built from the method's Config; any bad input is one line and exit code 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        fail(message)
+
+
+def fail(message):
+    print(f"train.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def field_comments(cls):
+    """The comment after each field of a Config dataclass: the --help text."""
+    src = inspect.getsource(cls)
+    return dict(re.findall(r"^\s+(\w+)\s*:[^=\n]*=[^#\n]*#\s*(.*)$", src, flags=re.M))
+
+
+def parse_bool(text):
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def positive_int(text):
+    v = int(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return v
+
+
+def build_parser(method=None):
+    p = ArgumentParser(description="Train the integer RNN LM without backpropagation.",
+                       allow_abbrev=False)
+    p.add_argument("--method", default="eggroll", help=f"one of {', '.join(METHODS)}")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto: the GPU (CuPy) when usable, else the CPU (NumPy)")
+    p.add_argument("--seed", type=int, default=0, help="the one seed all randomness derives from")
+    p.add_argument("--data", default=lm.DEFAULT_DATA, help="any file, read as bytes")
+    p.add_argument("--out", default="out", help="outputs go to OUT/<method>/")
+    p.add_argument("--resume", default="", help="a ckpt_*.npz to continue from")
+    p.add_argument("--budget_s", type=float, default=0.0,
+                   help="stop after this many seconds of training (0: no limit)")
+    p.add_argument("--sample_bytes", type=int, default=400, help="length of sample.txt")
+    for name, text in RUN_HELP.items():
+        p.add_argument(f"--{name}", type=positive_int, default=None,
+                       help=f"{text} (cpu {RUN_DEFAULTS['cpu'][name]}, "
+                            f"cuda {RUN_DEFAULTS['cuda'][name]})")
+    if method is not None:
+        g = p.add_argument_group(f"{method.__name__}.Config")
+        comments = field_comments(method.Config)
+        gpu = getattr(method, "GPU_DEFAULTS", {})
+        for f in dataclasses.fields(method.Config):
+            kind = parse_bool if f.type in (bool, "bool") else type(f.default)
+            extra = f"; cuda {gpu[f.name]}" if f.name in gpu else ""
+            g.add_argument(f"--{f.name}", type=kind, default=None,
+                           help=f"{comments.get(f.name, '')} (default {f.default}{extra})")
+    return p
+
+
+def parse_args(argv):
+    first, _ = build_parser().parse_known_args(argv)
+    if first.method not in METHODS:
+        fail(f"unknown method {first.method!r}; choose one of {', '.join(METHODS)}")
+    method = importlib.import_module(first.method)
+    args = build_parser(method).parse_args(argv)
+    return args, method
+
+
+def resolve(args, method, device):
+    """Device defaults, then the user's flags, for the run, the model and the method."""
+    run = dict(RUN_DEFAULTS[device])
+    run.update({k: getattr(args, k) for k in RUN_HELP if getattr(args, k) is not None})
+    values = dataclasses.asdict(method.Config())
+    if device == "cuda":
+        values.update(getattr(method, "GPU_DEFAULTS", {}))
+    values.update({k: getattr(args, k) for k in values if getattr(args, k) is not None})
+    cfg = method.Config(**values)
+    mcfg = lm.ModelConfig(d_model=run["d_model"], n_layers=run["n_layers"])
+    lm.check_model_config(mcfg)
+    method.check_config(cfg)
+    return run, mcfg, cfg
+
+# -----------------------------------------------------------------------------
+# checkpoints: .npz with params, method state, step and configs; written atomically
+
+
+def save_checkpoint(path, params, state, meta):
+    arrays = {f"param/{k}": lm.to_numpy(v) for k, v in params.items()}
+    arrays.update({f"state/{k}": lm.to_numpy(v) for k, v in state.items()})
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+    os.replace(tmp, path)   # a crash never leaves a half-written file under the real name
+
+
+def load_checkpoint(path, xp):
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            params = {k[6:]: xp.asarray(z[k]) for k in z.files if k.startswith("param/")}
+            state = {k[6:]: xp.asarray(z[k]) for k in z.files if k.startswith("state/")}
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        raise ValueError(f"cannot read checkpoint {path}: {e}") from None
+    return params, state, meta
+
+
+def check_resume(meta, expected, path):
+    for key in ("method", "seed", "model", "method_config", "seq_len", "data"):
+        if meta.get(key) != expected[key]:
+            raise ValueError(f"checkpoint {path} does not match this run: {key} is "
+                             f"{meta.get(key)!r} there, {expected[key]!r} here")
+
+# -----------------------------------------------------------------------------
+# outputs: progress line, log.csv, loss.png, sample.txt
+
+
+def fmt_time(s):
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def progress_line(t, steps, stats, val_bpb, rate, elapsed, eta):
+    val = f"val {val_bpb:.4f}" if val_bpb is not None else "val    -  "
+    return (f"step {t:5d}/{steps} | loss {stats.get('loss', float('nan')):.4f} | {val} | "
+            f"{rate / 1e3:8.1f}k member-tok/s | {fmt_time(elapsed)} | ETA {fmt_time(eta)}")
+
+
+def plot_curve(path, rows, baselines, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    pts = [(int(r["step"]), float(r["val_bpb"])) for r in rows if r["val_bpb"] != ""]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if pts:
+        ax.plot(*zip(*pts), marker="o", ms=3, label="val bits/byte")
+    for name, style in (("unigram", "--"), ("bigram", ":")):
+        ax.axhline(baselines[name], color="gray", ls=style,
+                   label=f"{name} {baselines[name]:.2f}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("bits/byte")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def read_log(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+LOG_COLUMNS = ["step", "loss", "val_bpb", "member_tokens_per_s", "elapsed_s"]
+
+
+def write_log(path, rows):
+    extra = sorted({k for r in rows for k in r} - set(LOG_COLUMNS))
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_COLUMNS + extra, restval="")
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+# -----------------------------------------------------------------------------
+# the training loop
+
+
+def train(argv):
+    args, method = parse_args(argv)
+    try:
+        xp = lm.get_backend(args.device)
+        device = "cpu" if xp is np else "cuda"
+        run, mcfg, cfg = resolve(args, method, device)
+        data = lm.load_bytes(args.data)
+        lm.check_data_size(data, args.data, method.num_sequences(cfg), run["seq_len"],
+                           run["val_len"])
+    except ValueError as e:
+        fail(str(e))
+    steps = run["steps"]
+    out_dir = os.path.join(args.out, args.method)
+    print(f"backend: {xp.__name__} ({device}) | method {args.method} | model D={mcfg.d_model} "
+          f"L={mcfg.n_layers} ({lm.count_params(mcfg):,} int8 params)")
+    print(f"config: {json.dumps(dataclasses.asdict(cfg))}")
+    print(f"run: {json.dumps(run)}")
+
+    train_bytes, val_bytes = lm.split_train_val(data)
+    stream = lm.TrainStream(train_bytes, method.num_sequences(cfg), run["seq_len"], xp)
+    windows = lm.val_windows(val_bytes, run["val_windows"], run["val_len"], xp)
+    baselines = lm.ngram_baselines(train_bytes, val_bytes)
+    print("baselines (val bits/byte): " + ", ".join(f"{k} {v:.3f}" for k, v in baselines.items()))
+    expected = {"method": args.method, "seed": args.seed, "model": dataclasses.asdict(mcfg),
+                "method_config": dataclasses.asdict(cfg), "seq_len": run["seq_len"],
+                "data": os.path.abspath(args.data)}
+
+    params = lm.init_params(mcfg, args.seed, xp)
+    state = method.init(params, cfg, mcfg, args.seed)
+    start, best, elapsed_before = 0, math.inf, 0.0
+    if args.resume:
+        try:
+            params, state, meta = load_checkpoint(args.resume, xp)
+            check_resume(meta, expected, args.resume)
+        except ValueError as e:
+            fail(str(e))
+        start, best, elapsed_before = meta["step"], meta["best_val"], meta["elapsed_s"]
+        print(f"resumed from {args.resume} at step {start}")
+    os.makedirs(out_dir, exist_ok=True)
+    log_path = os.path.join(out_dir, "log.csv")
+    rows = [r for r in read_log(log_path) if int(r["step"]) <= start] if args.resume else []
+
+    def predictor():
+        if hasattr(method, "predict"):
+            return method.predict(params, state, mcfg)
+        return None
+
+    def checkpoint(name, t):
+        meta = dict(expected, step=t, best_val=best, elapsed_s=elapsed_before + time.time() - t0)
+        save_checkpoint(os.path.join(out_dir, name), params, state, meta)
+
+    t0 = time.time()
+    if start == 0:
+        v0 = lm.evaluate(params, mcfg, windows, predictor())
+        rows.append({"step": 0, "loss": "", "val_bpb": f"{v0:.5f}", "member_tokens_per_s": "",
+                     "elapsed_s": "0.0"})
+        print(f"step {0:5d}/{steps} | val {v0:.4f} (untrained)")
+    t = start
+    window_tokens, window_time = 0, 0.0   # member-tokens/s counts step time only, not evals
+    try:
+        for t in range(start, steps):
+            step_start = time.time()
+            params, state, stats = method.step(params, state, stream.batch(t), t, cfg, mcfg,
+                                               args.seed)
+            done = t + 1
+            window_time += time.time() - step_start
+            window_tokens += stats["member_tokens"]
+            elapsed = elapsed_before + time.time() - t0
+            out_of_budget = args.budget_s > 0 and elapsed >= args.budget_s
+            val_bpb = None
+            if done % run["eval_every"] == 0 or done == steps or out_of_budget:
+                val_bpb = lm.evaluate(params, mcfg, windows, predictor())
+                if val_bpb < best:
+                    best = val_bpb
+                    checkpoint("ckpt_best.npz", done)
+            if done % run["log_every"] == 0 or val_bpb is not None or done == steps:
+                rate = window_tokens / max(window_time, 1e-9)
+                eta = (elapsed - elapsed_before) / (done - start) * (steps - done)
+                print(progress_line(done, steps, stats, val_bpb, rate, elapsed, eta), flush=True)
+                rows.append({"step": done, "loss": f"{stats['loss']:.5f}",
+                             "val_bpb": "" if val_bpb is None else f"{val_bpb:.5f}",
+                             "member_tokens_per_s": f"{rate:.1f}", "elapsed_s": f"{elapsed:.1f}",
+                             **{k: v for k, v in stats.items() if k not in ("loss",)}})
+                window_tokens, window_time = 0, 0.0
+            t = done
+            if out_of_budget:
+                print(f"budget of {args.budget_s:.0f}s reached at step {done}")
+                break
+    except KeyboardInterrupt:
+        checkpoint("ckpt_last.npz", t)
+        write_log(log_path, rows)
+        print(f"\ninterrupted: saved {os.path.join(out_dir, 'ckpt_last.npz')} at step {t}")
+        return 0
+    checkpoint("ckpt_last.npz", t)
+    write_log(log_path, rows)
+    plot_curve(os.path.join(out_dir, "loss.png"), rows, baselines,
+               f"{args.method}, D={mcfg.d_model} L={mcfg.n_layers}, {device}")
+    predict = predictor() or lm.lm_predict(params, mcfg)
+    prompt = bytes(val_bytes[:64])
+    text = lm.sample(predict, lm.zero_hidden(mcfg, 1, xp), prompt, args.sample_bytes, args.seed)
+    with open(os.path.join(out_dir, "sample.txt"), "wb") as f:
+        f.write(prompt + text)
+    final = [r for r in rows if r["val_bpb"] != ""][-1]
+    print(f"done: step {t}, val bits/byte {float(final['val_bpb']):.4f} (best {best:.4f}), "
+          f"{fmt_time(elapsed_before + time.time() - t0)}; outputs in {out_dir}/")
+    print("sample: " + (prompt + text)[-200:].decode("utf-8", errors="replace").replace("\n", " | "))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(train(sys.argv[1:]))
