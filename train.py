@@ -91,7 +91,7 @@ def positive_int(text):
 
 def build_parser(method=None):
     p = ArgumentParser(description="Train the integer RNN LM without backpropagation.",
-                       allow_abbrev=False)
+                       allow_abbrev=False, add_help=method is not None)
     p.add_argument("--method", default="eggroll", help=f"one of {', '.join(METHODS)}")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: the GPU (CuPy) when usable, else the CPU (NumPy)")

@@ -1,0 +1,152 @@
+"""train.py: CLI errors, outputs, checkpoints, bit-identical resume, Ctrl-C, for every method."""
+import csv
+import os
+
+import numpy as np
+import pytest
+
+import eggroll
+import train
+
+TINY = ["--device", "cpu", "--d_model", "16", "--n_layers", "1", "--seq_len", "16",
+        "--val_windows", "4", "--val_len", "32", "--log_every", "1", "--sample_bytes", "8"]
+# the smallest sensible setting of each method (its own Config flags)
+SMALL = {
+    "eggroll": ["--population", "16", "--group_size", "4"],
+    "es_naive": ["--population", "8", "--group_size", "2"],
+    "mezo": [],
+    "forward_forward": [],
+    "noprop": [],
+}
+
+
+def run(argv):
+    """train.train in-process; returns the exit code (0 or the SystemExit code)."""
+    try:
+        return train.train(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def load_arrays(path):
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files if k != "meta"}
+
+# -----------------------------------------------------------------------------
+# bad input: one line on stderr, exit code 2, nothing written
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--bogus", "1"], "unrecognized arguments: --bogus"),
+    (["--method", "backprop"], "unknown method 'backprop'"),
+    (["--population", "7"], "population must be even"),
+    (["--population", "0"], "population must be even"),
+    (["--population", "16", "--group_size", "6"], "group_size must be even and divide"),
+    (["--steps", "0"], "must be a positive integer"),
+    (["--steps", "-3"], "must be a positive integer"),
+    (["--d_model", "20"], "d_model must be a positive multiple of 16"),
+    (["--data", "/nonexistent/file.txt"], "data file not found: /nonexistent/file.txt"),
+])
+def test_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path):
+    code = run(argv + ["--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, f"exit code {code} for {argv}"
+    assert len(err.splitlines()) == 1 and message in err, f"stderr was: {err!r}"
+    assert not os.listdir(tmp_path), "bad input must not write outputs"
+
+
+def test_too_short_data_names_file_and_minimum(capsys, tmp_path):
+    short = tmp_path / "tiny.txt"
+    short.write_bytes(b"hello world\n" * 10)
+    code = run(TINY + SMALL["eggroll"] + ["--data", str(short), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "tiny.txt has 120 bytes; need at least" in err, err
+
+
+def test_help_lists_every_config_field_with_its_comment(capsys):
+    with pytest.raises(SystemExit) as e:
+        train.train(["--method", "eggroll", "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    comments = train.field_comments(eggroll.Config)
+    for name in ("population", "group_size", "sigma_shift", "alpha_decay", "rank", "noise_reuse"):
+        assert f"--{name}" in out, name
+        assert comments[name].split()[0] in out, (name, comments[name])
+
+# -----------------------------------------------------------------------------
+# a run: outputs, learning, resume, interruption, bad checkpoints
+
+
+def test_eggroll_short_run_lowers_val_bpb_and_writes_outputs(tmp_path):
+    argv = TINY + ["--d_model", "32", "--seq_len", "32", "--population", "256", "--group_size",
+                   "4", "--steps", "12", "--eval_every", "6", "--out", str(tmp_path)]
+    assert run(argv) == 0
+    out = tmp_path / "eggroll"
+    with open(out / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"step", "val_bpb", "elapsed_s"} <= set(rows[0])
+    vals = [(int(r["step"]), float(r["val_bpb"])) for r in rows if r["val_bpb"]]
+    assert [s for s, _ in vals] == [0, 6, 12]
+    assert vals[-1][1] < vals[0][1] - 0.4, f"val bits/byte {vals}: expected a drop >= 0.4"
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "sample.txt").stat().st_size == 64 + 8            # prompt + sample
+    assert set(load_arrays(out / "ckpt_best.npz")) == set(load_arrays(out / "ckpt_last.npz"))
+
+
+@pytest.mark.parametrize("method", train.METHODS)
+def test_resume_is_bit_identical(method, tmp_path):
+    """4 steps straight == 2 steps, then --resume, then 2 more: params and state bit-identical."""
+    base = TINY + SMALL[method] + ["--method", method, "--eval_every", "2"]
+    assert run(base + ["--steps", "4", "--out", str(tmp_path / "a")]) == 0
+    assert run(base + ["--steps", "2", "--out", str(tmp_path / "b")]) == 0
+    ckpt = str(tmp_path / "b" / method / "ckpt_last.npz")
+    assert run(base + ["--steps", "4", "--out", str(tmp_path / "b"), "--resume", ckpt]) == 0
+    a = load_arrays(tmp_path / "a" / method / "ckpt_last.npz")
+    b = load_arrays(tmp_path / "b" / method / "ckpt_last.npz")
+    assert set(a) == set(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=f"{method}: {k} differs after resume")
+    with open(tmp_path / "b" / method / "log.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [0, 1, 2, 3, 4]
+
+
+def test_ctrl_c_saves_checkpoint_exits_0_and_resumes(tmp_path, monkeypatch, capsys):
+    base = TINY + SMALL["eggroll"] + ["--eval_every", "2", "--steps", "4"]
+    assert run(base + ["--out", str(tmp_path / "a")]) == 0
+    real_step = eggroll.step
+
+    def interrupted_step(params, state, batch, t, *rest):
+        if t == 3:
+            raise KeyboardInterrupt
+        return real_step(params, state, batch, t, *rest)
+    monkeypatch.setattr(eggroll, "step", interrupted_step)
+    assert run(base + ["--out", str(tmp_path / "b")]) == 0
+    assert "interrupted: saved" in capsys.readouterr().out
+    monkeypatch.setattr(eggroll, "step", real_step)
+    ckpt = tmp_path / "b" / "eggroll" / "ckpt_last.npz"
+    with np.load(ckpt) as z:
+        assert '"step": 3' in str(z["meta"])
+    assert run(base + ["--out", str(tmp_path / "b"), "--resume", str(ckpt)]) == 0
+    a = load_arrays(tmp_path / "a" / "eggroll" / "ckpt_last.npz")
+    b = load_arrays(ckpt)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_corrupt_or_mismatched_checkpoint_is_refused_and_nothing_overwritten(tmp_path, capsys):
+    base = TINY + SMALL["eggroll"] + ["--eval_every", "2", "--steps", "2", "--out", str(tmp_path)]
+    assert run(base) == 0
+    out = tmp_path / "eggroll"
+    before = {p: (out / p).read_bytes() for p in os.listdir(out)}
+    bad = tmp_path / "corrupt.npz"
+    bad.write_bytes(b"PK\x03\x04 this is not a zip file")
+    capsys.readouterr()
+    assert run(base + ["--resume", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot read checkpoint" in err, err
+    mismatched = base[:-6] + ["--population", "32", "--group_size", "4", "--eval_every", "2",
+                              "--steps", "2", "--out", str(tmp_path)]
+    assert run(mismatched + ["--resume", str(out / "ckpt_last.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not match this run: method_config" in err, err
+    assert {p: (out / p).read_bytes() for p in os.listdir(out)} == before
