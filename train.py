@@ -29,6 +29,7 @@ import os
 import re
 import sys
 import time
+import zipfile
 
 import numpy as np
 
@@ -160,7 +161,7 @@ def load_checkpoint(path, xp):
             meta = json.loads(str(z["meta"]))
             params = {k[6:]: xp.asarray(z[k]) for k in z.files if k.startswith("param/")}
             state = {k[6:]: xp.asarray(z[k]) for k in z.files if k.startswith("state/")}
-    except (OSError, ValueError, KeyError, EOFError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"cannot read checkpoint {path}: {e}") from None
     return params, state, meta
 
