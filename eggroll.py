@@ -47,7 +47,7 @@ import int_rnn_lm as lm
 
 @dataclass
 class Config:
-    population: int = 2048    # N members per step, even (antithetic pairs 2k, 2k+1)
+    population: int = 512     # N members per step, even (antithetic pairs 2k, 2k+1)
     group_size: int = 2       # members sharing one data window; even, divides population
     sigma_shift: int = 4      # sigma_hat: perturbation scale sigma = 2^-sigma_hat (App. H.1)
     alpha_decay: float = 0.015  # alpha_t = 1 / (1 + alpha_decay t): fraction of weights moved
