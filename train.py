@@ -103,6 +103,8 @@ def build_parser(method=None):
     p.add_argument("--budget_s", type=float, default=0.0,
                    help="stop after this many seconds of training (0: no limit)")
     p.add_argument("--sample_bytes", type=int, default=400, help="length of sample.txt")
+    p.add_argument("--compare", default="", metavar="DIR",
+                   help="no training: plot DIR/compare.png and print the results table")
     for name, text in RUN_HELP.items():
         p.add_argument(f"--{name}", type=positive_int, default=None,
                        help=f"{text} (cpu {RUN_DEFAULTS['cpu'][name]}, "
@@ -226,12 +228,57 @@ def write_log(path, rows):
         w.writerows(rows)
     os.replace(tmp, path)
 
+def peak_memory_mb(xp):
+    """Peak resident memory of this process (CPU) or the CuPy pool's high-water mark (GPU)."""
+    if xp is not np:
+        return round(xp.get_default_memory_pool().total_bytes() / 2**20, 1)
+    import resource
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)   # KiB on Linux
+
+
+def compare(out_root):
+    """`python train.py --compare out`: one figure and one table from every out/<method>/."""
+    runs = []
+    for method in METHODS:
+        path = os.path.join(out_root, method, "summary.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                runs.append((json.load(f), read_log(os.path.join(out_root, method, "log.csv"))))
+    if not runs:
+        fail(f"no {out_root}/<method>/summary.json found: train some methods first")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for summary, rows in runs:
+        pts = [(float(r["elapsed_s"]), float(r["val_bpb"])) for r in rows if r["val_bpb"] != ""]
+        ax.plot(*zip(*pts), marker="o", ms=3, label=summary["method"])
+    base = runs[0][0]["baselines"]
+    for name, style in (("uniform", "-."), ("unigram", "--"), ("bigram", ":")):
+        ax.axhline(base[name], color="gray", ls=style, label=f"{name} {base[name]:.2f}")
+    ax.set_xlabel("wall-clock seconds")
+    ax.set_ylabel("val bits/byte")
+    ax.set_title(f"same integer LM, same data, same budget ({runs[0][0]['device']})")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_root, "compare.png"), dpi=110)
+    print("| method | file | val bits/byte | member-tokens/s | peak memory | device | wall | "
+          "command |\n|---|---|---|---|---|---|---|---|")
+    for s, _ in runs:
+        print(f"| {s['method']} | `{s['file']}` | {s['val_bpb']:.3f} | "
+              f"{s['member_tokens_per_s']:,.0f} | {s['peak_memory_mb']:.0f} MB | {s['device']} | "
+              f"{s['wall_s']:.0f} s | `{s['command']}` |")
+    return 0
+
+
 # -----------------------------------------------------------------------------
 # the training loop
 
 
 def train(argv):
     args, method = parse_args(argv)
+    if args.compare:
+        return compare(args.compare)
     try:
         xp = lm.get_backend(args.device)
         device = "cpu" if xp is np else "cuda"
@@ -333,6 +380,15 @@ def train(argv):
     with open(os.path.join(out_dir, "sample.txt"), "wb") as f:
         f.write(prompt + text)
     final = [r for r in rows if r["val_bpb"] != ""][-1]
+    rates = [float(r["member_tokens_per_s"]) for r in rows if r["member_tokens_per_s"] != ""]
+    summary = {"method": args.method, "file": f"{args.method}.py", "device": device,
+               "val_bpb": float(final["val_bpb"]), "best_val_bpb": best, "steps": t,
+               "wall_s": round(elapsed_before + time.time() - t0, 1),
+               "member_tokens_per_s": float(np.median(rates)) if rates else 0.0,
+               "peak_memory_mb": peak_memory_mb(xp), "baselines": baselines,
+               "command": "python train.py " + " ".join(argv)}
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
     print(f"done: step {t}, val bits/byte {float(final['val_bpb']):.4f} (best {best:.4f}), "
           f"{fmt_time(elapsed_before + time.time() - t0)}; outputs in {out_dir}/")
     print("sample: " + (prompt + text)[-200:].decode("utf-8", errors="replace").replace("\n", " | "))

@@ -1,6 +1,8 @@
 """train.py: CLI errors, outputs, checkpoints, bit-identical resume, Ctrl-C, for every method."""
 import csv
 import os
+import re
+import shlex
 
 import numpy as np
 import pytest
@@ -150,3 +152,35 @@ def test_corrupt_or_mismatched_checkpoint_is_refused_and_nothing_overwritten(tmp
     err = capsys.readouterr().err.strip()
     assert "does not match this run: method_config" in err, err
     assert {p: (out / p).read_bytes() for p in os.listdir(out)} == before
+
+# -----------------------------------------------------------------------------
+# the README's commands are the CLI's commands (the docs cannot drift)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def readme_commands():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    return re.findall(r"^(?:\$ )?(python [\w.]+\.py[^\n`]*?)\s*$", text, flags=re.M), text
+
+
+def test_readme_train_commands_run(tmp_path):
+    """Every `python train.py ...` line in the README runs (1 step, small eval) and exits 0."""
+    commands, _ = readme_commands()
+    train_cmds = [c for c in commands if c.startswith("python train.py --method")]
+    assert "python train.py --method eggroll" in train_cmds, train_cmds
+    for i, cmd in enumerate(sorted(set(train_cmds))):
+        argv = shlex.split(cmd)[2:] + ["--steps", "1", "--eval_every", "1", "--val_windows",
+                                       "2", "--sample_bytes", "4", "--out", str(tmp_path / str(i))]
+        assert run(argv) == 0, cmd
+
+
+def test_readme_test_command_is_what_ci_runs():
+    commands, text = readme_commands()
+    assert "python -m pytest -q" in text
+    with open(os.path.join(ROOT, ".ci", "run")) as f:
+        assert "\npython -m pytest -q\n" in f.read()
+    with open(os.path.join(ROOT, "requirements.txt")) as f:
+        reqs = f.read()
+    assert all(name in reqs for name in ("numpy", "matplotlib", "pytest"))
