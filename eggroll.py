@@ -179,7 +179,9 @@ def accumulate_z(F, nz):
 
 
 def integer_update(params, F, noise, threshold):
-    """W <- I8(W + sign(Z) [|Z| >= threshold]): +-1 steps, no optimiser state (App. H.3)."""
+    """W <- I8(W + sign(Z) [|Z| >= threshold]): +-1 steps, no optimiser state (App. H.3).
+
+    Returns the new params and the fraction of weights that moved (a 0-d device array)."""
     xp = lm.backend_of(F)
     moved, total = 0, 0
     new = dict(params)
@@ -187,9 +189,10 @@ def integer_update(params, F, noise, threshold):
         Z = accumulate_z(F, nz)
         step = xp.sign(Z) * (xp.abs(Z) >= threshold)       # Z = 0 never moves (departure)
         new[name] = lm.sat8(lm.wide(params[name]) + step.astype(xp.int32))
-        moved += int((new[name] != params[name]).sum())    # note: a CPU-GPU sync point
+        moved = moved + (new[name] != params[name]).sum()
         total += Z.size
     return new, moved / total
+
 
 # -----------------------------------------------------------------------------
 # the method interface train.py calls (README "The method interface")
@@ -222,9 +225,9 @@ def step(params, state, batch, t, cfg, mcfg, seed):
     threshold = z_threshold(alpha, cfg.population // 2, cfg.rank)
     params, frac = integer_update(params, F, noise, threshold)
     T = tokens.shape[1] - 1
-    stats = {"loss": -float(fitness.mean()) / (lm.LOGP_UNIT * T),   # population bits/byte
+    stats = {"loss": -fitness.mean() / (lm.LOGP_UNIT * T),          # population bits/byte
              "member_tokens": cfg.population * T, "alpha": alpha, "threshold": threshold,
-             "frac_updated": frac, "ties": float((F == 0).mean())}
+             "frac_updated": frac, "ties": (F == 0).mean()}        # device scalars: no sync
     return params, {"hidden": hidden}, stats
 
 # -----------------------------------------------------------------------------

@@ -164,11 +164,12 @@ def wide(x):
     return x.astype(backend_of(x).int32)
 
 
-def div_floor(x, d):
+def div_floor(x, d, out=None):
     """floor(x / d) for integer arrays; a right shift when d is a power of two."""
+    xp = backend_of(x)
     if d & (d - 1) == 0:
-        return x >> (d.bit_length() - 1)
-    return backend_of(x).floor_divide(x, d)
+        return xp.right_shift(x, d.bit_length() - 1, out=out)
+    return xp.floor_divide(x, d, out=out)
 
 
 def matmul_divisor(n):
@@ -364,13 +365,15 @@ def vector_param(params, name, perturb):
 def linear(params, name, x, perturb):
     """The scaled matmul I8(x @ W^T / (16 isqrt n)), member-perturbed. x (N, T, n) -> (N, T, m),
     int8 values in int32 lanes, q4."""
+    xp = backend_of(x)
     w = params[name]
     acc = int_matmul(x, w)                                      # (N, T, m) int32, q8
     p = perturb.get(name) if perturb else None
     if p is not None:
         acc = acc + p.matmul_delta(x)           # q8 + E_i term; int64 only if int32 could wrap
-    return clip8(div_floor(acc, matmul_divisor(w.shape[1]))).astype(backend_of(x).int32,
-                                                                     copy=False)
+    div_floor(acc, matmul_divisor(w.shape[1]), out=acc)         # q8 / (16 isqrt n) -> q4
+    xp.clip(acc, -127, 127, out=acc)                            # I8, in place: acc is ours
+    return acc.astype(xp.int32, copy=False)
 
 
 def embed(params, tokens, perturb):
@@ -470,8 +473,17 @@ EXP2_TABLE = np.rint(2.0 ** ((np.arange(255) - 254) / 16.0 + EXP2_BITS)).astype(
 LOG2_MANT_TABLE = np.rint(LOGP_UNIT * np.log2(1 + np.arange(4096) / 4096)).astype(np.int32)
 
 
+_DEVICE_TABLES = {}
+
+
 def _table(xp, table):
-    return table if xp is np else xp.asarray(table)
+    """A lookup table on the backend; copied to the GPU once, never per call."""
+    if xp is np:
+        return table
+    key = (id(table), xp.cuda.Device().id)
+    if key not in _DEVICE_TABLES:
+        _DEVICE_TABLES[key] = xp.asarray(table)
+    return _DEVICE_TABLES[key]
 
 
 def token_logprob(logits, targets):

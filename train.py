@@ -13,7 +13,8 @@ A method is a module with (README "The method interface"):
     step(params, state, (tokens, reset), t, cfg, mcfg, seed) -> (params, state, stats)
     predict(params, state, mcfg) -> fn(tokens, hidden) -> (log2 p, hidden)   [optional]
 stats holds at least "loss" (train bits/byte or the method's loss) and "member_tokens" (bytes
-scored this step, summed over members). Everything random derives from --seed and the step, so
+scored this step, summed over members); values may stay on the device (0-d arrays) until a log
+step converts them, so a step needs no host sync. Everything random derives from --seed and the step, so
 `--resume out/<method>/ckpt_last.npz` continues bit-identically.
 
 Outputs in --out/<method>/: log.csv, loss.png, sample.txt, ckpt_last.npz, ckpt_best.npz.
@@ -335,32 +336,34 @@ def train(argv):
                      "elapsed_s": "0.0"})
         print(f"step {0:5d}/{steps} | val {v0:.4f} (untrained)")
     t = start
-    window_tokens, window_time = 0, 0.0   # member-tokens/s counts step time only, not evals
+    # member-tokens/s counts training time only: the wall time of a log window minus its evals
+    window_tokens, window_start, window_eval = 0, time.time(), 0.0
     try:
         for t in range(start, steps):
-            step_start = time.time()
             params, state, stats = method.step(params, state, stream.batch(t), t, cfg, mcfg,
                                                args.seed)
             done = t + 1
-            window_time += time.time() - step_start
             window_tokens += stats["member_tokens"]
             elapsed = elapsed_before + time.time() - t0
             out_of_budget = args.budget_s > 0 and elapsed >= args.budget_s
             val_bpb = None
             if done % run["eval_every"] == 0 or done == steps or out_of_budget:
+                eval_start = time.time()
                 val_bpb = lm.evaluate(params, mcfg, windows, predictor())
                 if val_bpb < best:
                     best = val_bpb
                     checkpoint("ckpt_best.npz", done)
+                window_eval += time.time() - eval_start
             if done % run["log_every"] == 0 or val_bpb is not None or done == steps:
-                rate = window_tokens / max(window_time, 1e-9)
+                stats = {k: float(v) for k, v in stats.items()}   # note: a CPU-GPU sync point
+                rate = window_tokens / max(time.time() - window_start - window_eval, 1e-9)
                 eta = (elapsed - elapsed_before) / (done - start) * (steps - done)
                 print(progress_line(done, steps, stats, val_bpb, rate, elapsed, eta), flush=True)
                 rows.append({"step": done, "loss": f"{stats['loss']:.5f}",
                              "val_bpb": "" if val_bpb is None else f"{val_bpb:.5f}",
                              "member_tokens_per_s": f"{rate:.1f}", "elapsed_s": f"{elapsed:.1f}",
-                             **{k: v for k, v in stats.items() if k not in ("loss",)}})
-                window_tokens, window_time = 0, 0.0
+                             **{k: f"{v:.6g}" for k, v in stats.items() if k != "loss"}})
+                window_tokens, window_start, window_eval = 0, time.time(), 0.0
             t = done
             if out_of_budget:
                 print(f"budget of {args.budget_s:.0f}s reached at step {done}")
