@@ -7,6 +7,8 @@ r"""Train the integer RNN LM with any method in this repo: one entry point, one 
 A method is a module with (README "The method interface"):
     Config                         dataclass; each field becomes a --flag (its comment the help)
     GPU_DEFAULTS                   Config overrides for the GPU default run
+    RUN_DEFAULTS  [optional]       {"cpu": {...}, "cuda": {...}} overrides of train.py's run
+                                   defaults (steps, seq_len, eval_every, ...) for this method
     check_config(cfg)              raises ValueError on invalid values
     num_sequences(cfg) -> S        data rows it wants per step
     init(params, cfg, mcfg, seed) -> state                  dict of arrays (checkpointed)
@@ -38,7 +40,8 @@ import int_rnn_lm as lm
 
 METHODS = ("eggroll", "es_naive", "mezo", "forward_forward", "noprop")
 
-# the run's own settings, per device; a method's Config has the rest (and GPU_DEFAULTS)
+# the run's own settings, per device; a method may override them (its RUN_DEFAULTS) and its
+# Config has the rest (and GPU_DEFAULTS)
 RUN_DEFAULTS = {
     "cpu": dict(steps=120, d_model=64, n_layers=1, seq_len=100, eval_every=20, log_every=5,
                 val_windows=64, val_len=256),
@@ -106,10 +109,11 @@ def build_parser(method=None):
     p.add_argument("--sample_bytes", type=int, default=400, help="length of sample.txt")
     p.add_argument("--compare", default="", metavar="DIR",
                    help="no training: plot DIR/compare.png and print the results table")
+    own = getattr(method, "RUN_DEFAULTS", {})
     for name, text in RUN_HELP.items():
+        cpu, cuda = ({**RUN_DEFAULTS[d], **own.get(d, {})}[name] for d in ("cpu", "cuda"))
         p.add_argument(f"--{name}", type=positive_int, default=None,
-                       help=f"{text} (cpu {RUN_DEFAULTS['cpu'][name]}, "
-                            f"cuda {RUN_DEFAULTS['cuda'][name]})")
+                       help=f"{text} (cpu {cpu}, cuda {cuda})")
     if method is not None:
         g = p.add_argument_group(f"{method.__name__}.Config")
         comments = field_comments(method.Config)
@@ -134,6 +138,7 @@ def parse_args(argv):
 def resolve(args, method, device):
     """Device defaults, then the user's flags, for the run, the model and the method."""
     run = dict(RUN_DEFAULTS[device])
+    run.update(getattr(method, "RUN_DEFAULTS", {}).get(device, {}))   # the method's own sizing
     run.update({k: getattr(args, k) for k in RUN_HELP if getattr(args, k) is not None})
     values = dataclasses.asdict(method.Config())
     if device == "cuda":
