@@ -1,14 +1,17 @@
-r"""OpenAI-style evolution strategies with full-rank Gaussian noise: the naive ES baseline.
+r"""Naive (OpenAI-style) evolution strategies: every member perturbs every weight at full rank.
 
-Each step draws P noise vectors ε_i ~ N(0, I_d), evaluates the loss at θ + σε_i and θ − σε_i
-(antithetic pairs, N = 2P members), turns the N losses into centred ranks and moves θ with Adam
-along the rank-weighted sum of the noise. The noise is materialised: a full copy of the
-parameters per pair, P·d floats per step, and each member's weights are another d floats.
-That O(d) cost per member is what makes this the *naive* baseline.
+Each step draws P noise tensors ε_k, one per antithetic pair, evaluates the loss at θ + σε_k
+and θ − σε_k (N = 2P members) and moves θ along the fitness-weighted sum of the noise. The
+noise is full rank and materialised: every member holds its own copy of every perturbation,
+d numbers for d parameters. That O(d) cost per member (EGGROLL's is O(r (m + n)) per matrix)
+is what makes this the *naive* baseline; eggroll.py is the same method with low-rank noise, and
+`diff es_naive.py eggroll.py` shows mainly the noise.
 
 Paper: T. Salimans, J. Ho, X. Chen, S. Sidor, I. Sutskever, "Evolution Strategies as a Scalable
-Alternative to Reinforcement Learning", arXiv 1703.03864 (2017). The recipe (antithetic pairs,
-centred ranks, Adam, L2) is that of the authors' code, openai/evolution-strategies-starter.
+Alternative to Reinforcement Learning", arXiv 1703.03864 (2017). The float recipe (antithetic
+pairs, centred ranks, Adam, L2) is that of the authors' code, openai/evolution-strategies-starter.
+The integer scheme is EGGROLL's (Sarkar et al., arXiv 2511.16652, App. H) with full-rank noise:
+the paper's "naive ES" baseline.
 
 Equations (numbered here; the source of each in brackets):
   (1) smoothed objective and its gradient                                 [§2]
@@ -24,30 +27,257 @@ Equations (numbered here; the source of each in brackets):
       Invariant to any increasing transform of L and robust to outliers, but biased: g no
       longer scales with ∇L, it only points the same way on average.
   (5) Adam (Kingma & Ba) on g + λθ, the L2 term added to the gradient     [code: optimizers.py]
+Integer scheme (what `train.py --method es_naive` runs; EGGROLL App. H with E_k full rank):
+  (6) E_k ∈ I8^{m x n} ~ 16 N(0, 1) for every matrix (I8^d for every vector), pair k =
+      member >> 1, odd member: −E_k                                      [H.1, full rank]
+  (7) member forward: I8((u W^T + ((u E_i^T) >> σ̂)) / (16 isqrt n)),  rows and vectors
+      I8(w + (E_i >> σ̂)). E_i ~ 16 N(0,1) >> σ̂ is the relative perturbation σ = 2^-σ̂ of the
+      16-scale weights, as EGGROLL's (u (A B^T)^T) >> (4 + σ̂) with A B^T ~ 256 N(0,1)   [H.1]
+  (8) F_k = sign(f(member 2k) − f(member 2k+1)),  f = integer log-likelihood   [H.2; Eq. 3]
+  (9) Z = Σ_k F_k E_k in int64, summed over the materialised noise          [H.2; Eq. 3]
+  (10) W ← I8(W + sign(Z) [|Z| ≥ ⌊s z_{1−α_t/2} √P⌋]),  α_t = 1/(1 + 0.015 t)      [H.3]
+      s = the per-entry std of E_k: 16 for int8 normals, 256 for a materialised A B^T.
+      Under random F, Z_ij ~ N(0, s² P), so about a fraction α_t of the weights moves by ±1.
 
-Departures from the paper and its code (each also marked at its line):
-  * we minimise a loss instead of maximising a reward: F is built from L and Adam descends,
-    so the member with the lowest loss gets rank −0.5.
-  * the 1/(Nσ) of Eq. 2 is kept; the OpenAI code drops it, since Adam does not see the scale.
-  * noise comes from counter-style keys (seed, step, pair, tensor), not from a shared 1 GB
-    noise table, and is drawn on the host with NumPy, so CPU and GPU runs agree bit for bit.
-  * members are evaluated one after another by one loss function on one batch: no workers,
-    no observation normalisation, no virtual batch norm (nothing here needs them).
-  * L2 defaults to 0 (the OpenAI humanoid config uses 0.005).
+Departures, each also marked at its line:
+  * float part: we minimise a loss instead of maximising a reward: F is built from L and Adam
+    descends, so the member with the lowest loss gets rank −0.5; the 1/(Nσ) of Eq. 2 is kept
+    (the OpenAI code drops it, since Adam does not see the scale); L2 defaults to 0 (OpenAI's
+    humanoid config: 0.005); members are evaluated one after another, no workers, no
+    observation normalisation, no virtual batch norm.
+  * noise comes from counter-based keys, not from a shared 1 GB noise table: (seed, step, pair,
+    tensor) through NumPy generators in the float part, int_rnn_lm.noise_int8 in the integer
+    part. Either way a chunk of pairs can be drawn, dropped, and drawn again for the update.
+  * integer part: the threshold scales with the noise's per-entry std s (Eq. 10), so the same
+    code runs EGGROLL's materialised noise bit for bit (tests/test_es_naive.py).
 
-Memory: θ (d) + noise (P·d) + Adam moments (2d) + one member's weights (d).
+Memory per member (memory_per_member_bytes): d int8 noise numbers, 82,240 bytes at D = 64, L = 1,
+against EGGROLL's r (m + n) per matrix plus 2 per vector entry, 2,432 bytes at rank 1. The
+population is evaluated member_chunk members at a time, so at most member_chunk · d noise
+numbers exist at once; the update draws each chunk again.
 
-Run: $ python es_naive.py      (XOR with a 2-8-1 MLP, d = 33, a few seconds on CPU)
+Run: $ python es_naive.py                                (float demo: XOR with a 2-8-1 MLP)
+     $ python train.py --method es_naive --steps 300     (the integer LM, about 2 min on 2 cores)
 """
 import math
+import statistics
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
+import int_rnn_lm as lm
+
+# -----------------------------------------------------------------------------
+# config
+
 
 @dataclass
 class Config:
+    population: int = 32      # N members per step, even (antithetic pairs 2k, 2k+1)
+    group_size: int = 2       # members sharing one data window; even, divides population
+    sigma_shift: int = 4      # sigma_hat: perturbation scale sigma = 2^-sigma_hat (Eq. 7)
+    alpha_decay: float = 0.015  # alpha_t = 1 / (1 + alpha_decay t): fraction of weights moved
+    noise_reuse: int = 1      # steps sharing one noise draw (0: the same noise every step)
+    time_chunk: int = 25      # bytes per forward chunk (memory bound; results do not depend on it)
+    member_chunk: int = 32    # members per forward chunk, even, 0 = all: bounds the noise held
+
+
+# the GPU default run (D = 256, L = 2: d = 1.7 M, so 128 members hold 218 MB of int8 noise)
+GPU_DEFAULTS = dict(population=512, group_size=2, time_chunk=25, member_chunk=128)
+
+
+def check_config(cfg):
+    if cfg.population < 2 or cfg.population % 2:
+        raise ValueError(f"population must be even and >= 2, got {cfg.population}")
+    if cfg.group_size < 2 or cfg.group_size % 2 or cfg.population % cfg.group_size:
+        raise ValueError(f"group_size must be even and divide population {cfg.population}, "
+                         f"got {cfg.group_size}")
+    if cfg.member_chunk < 0 or cfg.member_chunk % 2:
+        raise ValueError(f"member_chunk must be even and >= 0, got {cfg.member_chunk}")
+    if cfg.time_chunk < 1:
+        raise ValueError(f"time_chunk must be >= 1, got {cfg.time_chunk}")
+    if cfg.sigma_shift < 0 or cfg.noise_reuse < 0:
+        raise ValueError("sigma_shift and noise_reuse must be >= 0")
+    if cfg.alpha_decay < 0:
+        raise ValueError(f"alpha_decay must be >= 0, got {cfg.alpha_decay}")
+
+# -----------------------------------------------------------------------------
+# noise: a full-rank int8 tensor per parameter and pair, regenerated from (seed, epoch, param, pair)
+
+
+def noise_epoch(t, cfg):
+    return t // cfg.noise_reuse if cfg.noise_reuse > 0 else 0
+
+
+@dataclass
+class NoiseSource:
+    """Where the pair noise E_k comes from; the step never sees anything else of it.
+
+    draw(pid, shape, pairs) -> (len(pairs), *shape) integer E_k for parameter number pid;
+    shift: the right shift of E_k in the member forward (Eq. 7); std: E_k's per-entry std s,
+    which sets the threshold (Eq. 10)."""
+    draw: object
+    shift: int
+    std: float
+
+
+def full_rank_source(seed, t, cfg, xp):
+    """Eq. 6: E_k ~ 16 N(0, 1) int8, every entry its own draw. Row k of parameter pid is a pure
+    function of (seed, epoch, pid, k), so any chunk of pairs can be drawn on its own."""
+    def draw(pid, shape, pairs):
+        key = lm.stream_key(seed, noise_epoch(t, cfg), pid)
+        E = lm.noise_int8(key, pairs, math.prod(shape), xp)             # (p, m n) int8
+        return E.reshape((len(pairs),) + tuple(shape))                   # (p, m, n) or (p, d)
+    return NoiseSource(draw, cfg.sigma_shift, float(lm.Q_ONE))            # std 16: q4 normals
+
+
+def chunk_noise(source, mcfg, pairs):
+    """Every parameter's noise for the pairs `pairs`: {name: (p, *shape)}, p d numbers."""
+    return {name: source.draw(pid, shape, pairs)
+            for pid, (name, shape) in enumerate(lm.param_shapes(mcfg).items())}
+
+
+def member_perturbation(noise, shift):
+    """Expand pair noise to members: member 2k gets +E_k, member 2k+1 gets -E_k (Eq. 6).
+    Each member holds its own full tensor: lm.Full, the batched per-member-weight forward."""
+    pert = {}
+    for name, E in noise.items():
+        xp = lm.backend_of(E)
+        sign = (1 - 2 * (xp.arange(2 * len(E)) % 2)).astype(E.dtype)       # (n,) +1, -1, ...
+        members = xp.repeat(E, 2, axis=0) * sign.reshape((-1,) + (1,) * (E.ndim - 1))
+        pert[name] = lm.Full(members, shift)       # |E| <= 69 (int8) or 69^2 (A B^T): no wrap
+    return pert
+
+# -----------------------------------------------------------------------------
+# estimator: population fitness and the antithetic sign (Eq. 8)
+
+
+def population_fitness(params, mcfg, tokens, hidden, source, cfg):
+    """Integer log-likelihood of each member's window, member_chunk members at a time: each
+    chunk's noise is drawn, used and dropped. tokens (N, T + 1), hidden (L, N, D)."""
+    xp = lm.backend_of(tokens)
+    N = tokens.shape[0]
+    chunk = cfg.member_chunk or N
+    fit, new_hidden = [], []
+    for i in range(0, N, chunk):
+        rows = slice(i, i + chunk)
+        noise = chunk_noise(source, mcfg, xp.arange(i // 2, min(N, i + chunk) // 2))
+        f, h = lm.sequence_logprob(params, mcfg, tokens[rows], hidden[:, rows],
+                                   member_perturbation(noise, source.shift), cfg.time_chunk)
+        fit.append(f)
+        new_hidden.append(h)
+    return xp.concatenate(fit), xp.concatenate(new_hidden, axis=1)     # (N,), (L, N, D)
+
+
+def antithetic_sign(fitness):
+    """F_k = sign(f+ - f-) in {-1, 0, 1} per pair (Eq. 8): the only thing the update sees."""
+    return lm.backend_of(fitness).sign(fitness[0::2] - fitness[1::2]).astype(np.int8)  # (P,)
+
+# -----------------------------------------------------------------------------
+# update: Z = sum_k F_k E_k in int64, then a +-1 step where |Z| passes a z-test (Eq. 9-10)
+
+
+def alpha_schedule(t, cfg):
+    return 1.0 / (1.0 + cfg.alpha_decay * t)          # Eq. 10: alpha_t = 1 / (1 + 0.015 t)
+
+
+def z_threshold(alpha, n_pairs, noise_std):
+    """Under random F, Z_ij ~ N(0, s^2 P): move only where |Z| >= s z_{1-alpha/2} sqrt(P), so
+    about a fraction alpha of the weights moves (Eq. 10). s = 256 and rank 1 give EGGROLL's."""
+    z = statistics.NormalDist().inv_cdf(1 - alpha / 2) if alpha < 1 else 0.0
+    return int(math.floor(noise_std * z * math.sqrt(n_pairs)))
+
+
+def accumulate_z(F, source, mcfg, cfg):
+    """Z = sum_k F_k E_k for every parameter (Eq. 9), drawing the noise again chunk by chunk:
+    {name: shape-of-parameter int64}. The sum over the materialised E_k is the naive part."""
+    xp = lm.backend_of(F)
+    P = len(F)
+    chunk = (cfg.member_chunk or cfg.population) // 2                      # pairs per chunk
+    Z = {}
+    for i in range(0, P, chunk):
+        pairs = xp.arange(i, min(P, i + chunk))
+        F64 = F[pairs].astype(xp.int64)                                    # (p,)
+        for name, E in chunk_noise(source, mcfg, pairs).items():
+            Z[name] = Z.get(name, 0) + xp.tensordot(F64, E.astype(xp.int64), axes=1)
+    return Z
+
+
+def integer_update(params, Z, threshold):
+    """W <- I8(W + sign(Z) [|Z| >= threshold]): +-1 steps, no optimiser state (Eq. 10)."""
+    xp = lm.backend_of(params["emb"])
+    moved, total = 0, 0
+    new = dict(params)
+    for name, z in Z.items():
+        step = xp.sign(z) * (xp.abs(z) >= threshold)       # Z = 0 never moves, as in eggroll.py
+        new[name] = lm.sat8(lm.wide(params[name]) + step.astype(xp.int32))
+        moved += int((new[name] != params[name]).sum())    # note: a CPU-GPU sync point
+        total += z.size
+    return new, moved / total
+
+
+def memory_per_member_bytes(mcfg, cfg, rank=1):
+    """Perturbation bytes one member holds during the population forward, for bench.py/README.
+
+    es_naive: its own int8 copy of all d noise numbers (Eq. 6), plus the float64 copy of one
+    matrix's noise that int_rnn_lm.Full.matmul_delta makes for the BLAS GEMV (transient).
+    eggroll: int8 factors A (m, r) and B (n, r) per matrix and a, b per vector entry (eggroll.py
+    multiplies a b into int32 per pair; the member needs only the two int8 factors).
+    D = 64, L = 1: es_naive 82,240 (+ 131,072 transient), eggroll 2,432 at rank 1 (34x less)."""
+    shapes = lm.param_shapes(mcfg).values()
+    matrices = [s for s in shapes if len(s) == 2]
+    vector_entries = sum(s[0] for s in shapes if len(s) == 1)
+    return {"es_naive": sum(math.prod(s) for s in shapes),                     # int8 noise
+            "es_naive_float64_transient": 8 * max(math.prod(s) for s in matrices),
+            "eggroll": sum(rank * (m + n) for m, n in matrices) + 2 * vector_entries,
+            "member_chunk": cfg.member_chunk or cfg.population}
+
+# -----------------------------------------------------------------------------
+# the method interface train.py calls (README "The method interface")
+
+
+def num_sequences(cfg):
+    """Data rows per step: one window per group of members."""
+    return cfg.population // cfg.group_size
+
+
+def init(params, cfg, mcfg, seed):
+    """Method state: each member's carried hidden state (truncated ES across windows)."""
+    check_config(cfg)
+    xp = lm.backend_of(params["emb"])
+    return {"hidden": lm.zero_hidden(mcfg, cfg.population, xp)}          # (L, N, D) int8
+
+
+def step(params, state, batch, t, cfg, mcfg, seed):
+    """One naive-ES step on windows `batch` = (tokens (S, T + 1), reset), full-rank noise."""
+    source = full_rank_source(seed, t, cfg, lm.backend_of(batch[0]))
+    return step_with_noise(params, state, batch, t, cfg, mcfg, source)
+
+
+def step_with_noise(params, state, batch, t, cfg, mcfg, source):
+    """One step with the noise from `source` (a NoiseSource): the test hands it EGGROLL's."""
+    tokens, reset = batch
+    xp = lm.backend_of(tokens)
+    hidden = lm.zero_hidden(mcfg, cfg.population, xp) if reset else state["hidden"]
+    member_tokens = tokens[xp.arange(cfg.population) // cfg.group_size]  # (N, T + 1)
+    fitness, hidden = population_fitness(params, mcfg, member_tokens, hidden, source, cfg)
+    F = antithetic_sign(fitness)                                          # (P,)
+    alpha = alpha_schedule(t, cfg)
+    threshold = z_threshold(alpha, cfg.population // 2, source.std)
+    params, frac = integer_update(params, accumulate_z(F, source, mcfg, cfg), threshold)
+    T = tokens.shape[1] - 1
+    stats = {"loss": -float(fitness.mean()) / (lm.LOGP_UNIT * T),   # population bits/byte
+             "member_tokens": cfg.population * T, "alpha": alpha, "threshold": threshold,
+             "frac_updated": frac, "ties": float((F == 0).mean())}
+    return params, {"hidden": hidden}, stats
+
+# -----------------------------------------------------------------------------
+# float OpenAI-ES (Eq. 1-5) for the demo: antithetic pairs, centred ranks, Adam
+
+
+@dataclass
+class FloatConfig:
     pairs: int = 32         # P antithetic pairs; population N = 2P (brief: 16-64 for tiny nets)
     sigma: float = 0.05     # σ of Eq. 1, noise std = smoothing radius (OpenAI humanoid: 0.02)
     lr: float = 0.03        # Adam step size of Eq. 5 (OpenAI: 0.01)
@@ -243,4 +473,4 @@ def demo(cfg, steps=300, log_every=50):
 
 
 if __name__ == "__main__":
-    demo(Config())
+    demo(FloatConfig())

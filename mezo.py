@@ -1,4 +1,4 @@
-r"""MeZO: train with two forward passes per step and never store the noise (float parameters).
+r"""MeZO: train with two forward passes per step and never store the noise.
 
 MeZO is zeroth-order SGD. It estimates the gradient from the loss difference along one random
 direction z and never keeps z: z is regenerated from a seed each time it is needed. Memory is
@@ -19,6 +19,15 @@ Equations (numbered here; the paper's name for each in brackets):
           θ ← θ − η · g_hat
   (4) variance for Gaussian z (exact when L is quadratic)                [cf. Lemma 2]
           E‖g_hat − ∇L‖² = (d + 1)/n · ‖∇L‖²,  so the stable step is η ≈ n/d · η_SGD (Eq. 3)
+Integer scheme (what `train.py --method mezo` runs on the int8 LM):
+  (5) δ = round(v / 2^k), v ~ 16 N(0, 1) int8 from int_rnn_lm.noise_int8, k = eps_shift:
+      an integer direction of std 2^(4 − k) weight units, i.e. εz of Eq. 1 with ε = 2^(4 − k)
+      (k = 4: ε = 1 unit, 1/16 of the init weights' std, EGGROLL's default σ = 2^-4)
+  (6) ℓ± = −Σ log2 p over the S x T bytes at I8(θ ± δ), in 1/256-bit units (int64, exact)
+  (7) pg = (ℓ+ − ℓ−) / (2 · 256 · S T): Eq. 1 times ε, in bits/byte per δ
+  (8) θ ← I8(θ + ⌊c δ + u⌋),  c = −η pg / n,  u ~ U[0, 1) per weight (stochastic rounding):
+      E⌊c δ + u⌋ = c δ, so in expectation this is Eq. 3 with g_hat = pg δ / ε² and η
+      absorbing the 1/ε². In fixed point: (round(c 2^16) δ + u16) >> 16, u16 in [0, 2^16).
 
 Algorithm 1 (MeZO), paraphrased; the "Alg. 1 line k" comments below refer to this listing:
   1  for each step: take a batch B and a seed s
@@ -29,6 +38,22 @@ Algorithm 1 (MeZO), paraphrased; the "Alg. 1 line k" comments below refer to thi
   6    for each tensor θ_k: regenerate z_k from s;  θ_k ← θ_k − η · pg · z_k
   perturb(θ, s, c):  for each tensor θ_k: regenerate z_k from s;  θ_k ← θ_k + c · z_k
 
+Integer choices (each also explained at its line):
+  * exact restore (line 4): int8 saturates at ±127, so I8(I8(θ + δ) − 2δ) + δ ≠ θ where θ + δ
+    or θ − δ leaves [−127, 127]. Only those "rail" elements, |θ| + |δ| > 127, are ambiguous:
+    line 2 keeps their indices and original values in a small sparse buffer, lines 3 and 4
+    set them from it; every other element is exact in integers. After line 4, θ is bit for bit
+    what it was (tested). The buffer lives for one direction and is usually empty.
+  * the update (line 6) is stochastic rounding of the float step, not a sign rule: |c δ| is
+    usually far below one unit, so plain rounding would never move a weight, while a sign
+    rule would throw away |pg|, the only thing MeZO measures. The rounding noise comes from
+    its own counter stream (seed, step, direction, tensor).
+  * the hidden state carries across steps (TrainStream rows continue): both sides of every
+    direction start from the carried state, and the next step carries the mean of the 2n
+    sides' final states. Like (ℓ+ + ℓ−)/2 ≈ L(θ), the mean of the θ + δ and θ − δ states is
+    the unperturbed model's state up to O(δ²) where the dynamics are smooth; a third, plain
+    forward would give it exactly at 1.5x the cost.
+
 Departures from the paper and its code (each also marked at its line):
   * z_k has its own generator keyed by (seed, step, direction, tensor) instead of one global
     torch seed walked through the tensors in order, so z_k does not depend on the other
@@ -38,22 +63,196 @@ Departures from the paper and its code (each also marked at its line):
   * no weight decay and a constant learning rate (the paper's full-parameter runs use wd = 0
     and a constant schedule).
   * the logged loss is (ℓ+ + ℓ−)/2 = L(θ) + O(ε²); the paper's code logs ℓ+.
-  * z is drawn on the host with NumPy, so CPU and GPU runs see bit-identical noise; on a GPU
-    that costs one host-to-device copy per tensor.
-  * perturb/restore (lines 2-4) is not bit-exact in floating point: each add rounds, so θ
-    drifts by about an ulp per step in float32, far below the update (tests/test_mezo.py
-    measures it). Keep the weights in float32 or float64, never float16.
+  * float part: z is drawn on the host with NumPy, so CPU and GPU runs see bit-identical noise;
+    on a GPU that costs one host-to-device copy per tensor. Perturb/restore (lines 2-4) is not
+    bit-exact in floating point: each add rounds, so θ drifts by about an ulp per step in
+    float32, far below the update (tests/test_mezo.py measures it). Keep the weights in
+    float32 or float64, never float16.
+
+Memory on the integer LM: inference (the S-row forward) plus a few int32 buffers the size of
+the largest tensor (δ, the rounding noise, θ in int32 lanes) and the rail buffer. The method
+state is only the carried hidden state (L, S, D): no moments, no stored z, nothing the size of
+a parameter (tested).
 
 Run: $ python mezo.py      (least-squares regression, d = 101, a few seconds on CPU)
+     $ python train.py --method mezo --steps 1500 --eval_every 100   (the integer LM, ~2 min)
 """
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
+import int_rnn_lm as lm
+
+# -----------------------------------------------------------------------------
+# config (integer LM)
+
 
 @dataclass
 class Config:
+    batch: int = 16          # S data rows per step; both sides of a direction score the same rows
+    eps_shift: int = 4       # k of Eq. 5: delta = round(16 N(0,1) / 2^k), std 2^(4-k) int8 units
+    lr: float = 4.0          # eta of Eq. 8: weight units per (bits/byte per unit delta), constant
+    n_dirs: int = 1          # n of Eq. 2: SPSA directions per step, 2n forward passes
+    time_chunk: int = 25     # bytes per forward chunk (memory bound; results do not depend on it)
+
+
+# the GPU default run: a bigger batch fills the GPU; the rest as on the CPU
+GPU_DEFAULTS = dict(batch=256)
+
+SR_BITS = 16   # fixed-point fraction bits of the update scale c (Eq. 8)
+NOISE_TAG, ROUND_TAG = 1, 2   # stream_key tags: directions delta, stochastic-rounding noise u
+
+
+def check_config(cfg):
+    if cfg.batch < 1:
+        raise ValueError(f"batch must be >= 1, got {cfg.batch}")
+    if not 0 <= cfg.eps_shift <= 7:
+        raise ValueError(f"eps_shift must be in 0..7 (delta would be all zeros beyond 7), "
+                         f"got {cfg.eps_shift}")
+    if not cfg.lr > 0:
+        raise ValueError(f"lr must be > 0, got {cfg.lr}")
+    if cfg.n_dirs < 1 or cfg.time_chunk < 1:
+        raise ValueError(f"n_dirs and time_chunk must be >= 1, got {cfg.n_dirs}, "
+                         f"{cfg.time_chunk}")
+
+# -----------------------------------------------------------------------------
+# noise: the direction delta and the rounding noise, regenerated from (seed, step, dir, tensor)
+
+
+def direction(seed, t, j, pid, shape, cfg, xp):
+    """Eq. 5: delta for tensor pid of direction j: round(v / 2^k) as int32, shape of the tensor.
+
+    Rounded half away from zero on |v|, so delta is exactly as symmetric as v (a plain >> would
+    floor, giving delta a mean of -1/2: a bias along the all-ones direction)."""
+    v = lm.wide(lm.noise_int8(lm.stream_key(seed, NOISE_TAG, t, pid), xp.asarray([j]),
+                              int(np.prod(shape)), xp)[0])              # (m n,) ~ 16 N(0, 1)
+    half = (1 << cfg.eps_shift) >> 1
+    return (xp.sign(v) * ((xp.abs(v) + half) >> cfg.eps_shift)).reshape(shape)  # |delta| <= 69
+
+
+def uniform16(seed, t, j, pid, size, xp):
+    """u16 of Eq. 8: uniform integers in [0, 2^16), a pure function of (seed, t, j, pid, i)."""
+    key = xp.uint32(lm.stream_key(seed, ROUND_TAG, t, j, pid))
+    h = lm.hash32(xp.arange(size, dtype=xp.uint32) * xp.uint32(0x9E3779B9) ^ key)  # (size,)
+    return (h >> xp.uint32(16)).astype(xp.int32)                          # top 16 bits
+
+# -----------------------------------------------------------------------------
+# Alg. 1 lines 2-4 on int8 weights: perturb in place, restore exactly
+
+
+def perturb_int_(params, side, seed, t, j, cfg, mcfg, rails):
+    """Move the int8 weights in place to θ0 + side·δ (Alg. 1 `perturb`): side +1 from θ0
+    (line 2), -1 from θ0 + δ (line 3), 0 from θ0 - δ (line 4), one tensor at a time.
+
+    rails[name] = (flat indices, θ0 there) of the elements with |θ0| + |δ| > 127, where a
+    saturated step cannot be undone: recorded at side +1, used to set those elements exactly
+    at every side. Everywhere else θ0 ± δ lies in [-127, 127], so the int32 arithmetic below
+    is exact and saturation never bites. Only one tensor's δ is alive at a time."""
+    c = {1: 1, -1: -2, 0: 1}[side]                    # the step from where θ stands now
+    for pid, name in enumerate(lm.param_shapes(mcfg)):
+        w = params[name]
+        xp = lm.backend_of(w)
+        delta = direction(seed, t, j, pid, w.shape, cfg, xp)              # int32, shape of w
+        theta = lm.wide(w)                                                # int32 lanes, q4
+        if side == 1:                                                     # θ = θ0 here
+            idx = xp.flatnonzero(xp.abs(theta) + xp.abs(delta) > 127)
+            rails[name] = (idx, w.ravel()[idx].copy())                    # sparse: (k,), (k,)
+        theta += c * delta                                                # |.| <= 127 + 138
+        idx, theta0 = rails[name]
+        theta.ravel()[idx] = lm.wide(theta0) + side * delta.ravel()[idx]  # exact on the rails
+        w[...] = lm.sat8(theta)                                           # in place, saturated
+    return rails
+
+# -----------------------------------------------------------------------------
+# estimator: ℓ+ and ℓ- for each direction, on the same rows from the same carried state
+
+
+def projected_grads_int(params, mcfg, tokens, hidden, seed, t, cfg):
+    """Alg. 1 lines 2-5 for each of the n directions on the S rows `tokens` (S, T + 1).
+
+    Returns pg (n floats, Eq. 7, bits/byte per δ), the mean loss in bits/byte, the next carried
+    state (the mean of the 2n final states, (L, S, D) int8) and the rail count."""
+    xp = lm.backend_of(tokens)
+    n_bytes = tokens.shape[0] * (tokens.shape[1] - 1)                      # S T
+    pgs, losses, rail_count = [], [], 0
+    state_sum = xp.zeros(hidden.shape, dtype=xp.int32)                     # (L, S, D)
+    for j in range(cfg.n_dirs):
+        rails = perturb_int_(params, +1, seed, t, j, cfg, mcfg, {})           # line 2: θ + δ
+        lp_plus, h_plus = lm.sequence_logprob(params, mcfg, tokens, hidden, None, cfg.time_chunk)
+        perturb_int_(params, -1, seed, t, j, cfg, mcfg, rails)               # line 3: θ - δ
+        lp_minus, h_minus = lm.sequence_logprob(params, mcfg, tokens, hidden, None,
+                                                cfg.time_chunk)
+        perturb_int_(params, 0, seed, t, j, cfg, mcfg, rails)                # line 4: exactly θ
+        loss_plus, loss_minus = -int(lp_plus.sum()), -int(lp_minus.sum())  # Eq. 6, 1/256 bit
+        pgs.append((loss_plus - loss_minus) / (2 * lm.LOGP_UNIT * n_bytes))  # line 5, Eq. 7
+        losses.append((loss_plus + loss_minus) / (2 * lm.LOGP_UNIT * n_bytes))
+        state_sum += lm.wide(h_plus) + lm.wide(h_minus)
+        rail_count += sum(len(idx) for idx, _ in rails.values())
+    hidden = (state_sum // (2 * cfg.n_dirs)).astype(xp.int8)               # mean, in [-127, 127]
+    return pgs, sum(losses) / len(losses), hidden, rail_count
+
+# -----------------------------------------------------------------------------
+# update: Alg. 1 line 6 with stochastic rounding to integer steps (Eq. 8)
+
+
+def zo_sgd_update_int_(params, pgs, seed, t, cfg, mcfg):
+    """θ ← I8(θ + ⌊c_j δ_j + u⌋) for each direction j, c_j = -η pg_j / n (Alg. 2), in place.
+
+    Each δ_j is regenerated from its key, one tensor at a time. Returns the fraction of
+    weights that moved."""
+    moved, total = 0, 0
+    for j, pg in enumerate(pgs):
+        c_q = int(round(-cfg.lr * pg / cfg.n_dirs * (1 << SR_BITS)))      # c in q16, a scalar
+        # |c| >= 127 saturates every nonzero δ anyway, so clipping c changes no step; it keeps
+        # |c_q δ| <= 127 * 2^16 * 69 < 2^30, so the int32 lanes below cannot wrap
+        c_q = max(-127 << SR_BITS, min(127 << SR_BITS, c_q))
+        for pid, name in enumerate(lm.param_shapes(mcfg)):
+            w = params[name]
+            xp = lm.backend_of(w)
+            delta = direction(seed, t, j, pid, w.shape, cfg, xp)              # int32
+            u16 = uniform16(seed, t, j, pid, w.size, xp).reshape(w.shape)     # int32
+            step = (c_q * delta + u16) >> SR_BITS                         # ⌊c δ + u⌋, q16 -> int
+            new = lm.sat8(lm.wide(w) + lm.clip8(step))                    # |step| <= 127 first
+            moved += int((new != w).sum())                                # note: a CPU-GPU sync
+            total += w.size
+            w[...] = new
+    return moved / total
+
+# -----------------------------------------------------------------------------
+# the method interface train.py calls (README "The method interface")
+
+
+def num_sequences(cfg):
+    """Data rows per step: the batch every forward pass scores."""
+    return cfg.batch
+
+
+def init(params, cfg, mcfg, seed):
+    """Method state: the carried hidden state of the S rows, and nothing else (no moments)."""
+    check_config(cfg)
+    return {"hidden": lm.zero_hidden(mcfg, cfg.batch, lm.backend_of(params["emb"]))}
+
+
+def step(params, state, batch, t, cfg, mcfg, seed):
+    """One MeZO step on windows `batch` = (tokens (S, T + 1), reset): 2n forwards, then the
+    update. params change in place (and are returned)."""
+    tokens, reset = batch
+    xp = lm.backend_of(tokens)
+    hidden = lm.zero_hidden(mcfg, cfg.batch, xp) if reset else state["hidden"]
+    pgs, loss, hidden, rails = projected_grads_int(params, mcfg, tokens, hidden, seed, t, cfg)
+    frac = zo_sgd_update_int_(params, pgs, seed, t, cfg, mcfg)
+    T = tokens.shape[1] - 1
+    stats = {"loss": loss, "member_tokens": 2 * cfg.n_dirs * cfg.batch * T,
+             "pg": pgs[0], "frac_updated": frac, "rails": rails}
+    return params, {"hidden": hidden}, stats
+
+# -----------------------------------------------------------------------------
+# float MeZO (Eq. 1-4) for the demo and the estimator tests
+
+
+@dataclass
+class FloatConfig:
     eps: float = 1e-3  # ε of Eq. 1, the finite-difference step (paper: 1e-3 for full-parameter)
     lr: float = 1e-2   # η of Eq. 3, constant (paper: 1e-6..1e-7 for LLMs; tiny models need more)
     n_dirs: int = 1    # n of Eq. 2, directions per step, 2n forward passes (paper default: 1)
@@ -207,4 +406,4 @@ def demo(cfg, steps=2000, log_every=250):
 
 
 if __name__ == "__main__":
-    demo(Config())
+    demo(FloatConfig())
