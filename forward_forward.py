@@ -8,7 +8,7 @@ Each layer sees positive data (an input with its true label written into it) and
 data (the same input with a wrong label). It is trained to make its "goodness", the sum of
 squared activities, high for positives and low for negatives. Between layers the activity
 vector is length-normalised, so only its direction is passed up: the next layer cannot read
-off the previous layer's goodness and has to find new features. The labels [FF-1]..[FF-5] are
+off the previous layer's goodness and has to find new features. The labels [FF-1]..[FF-10] are
 ours (the paper's own numbering was not re-checked); [FF-1] is the paper's p(positive):
 
     [FF-1]  p(positive | h) = sigma(g - theta),  g = sum_j h_j^2,  h = relu(x_hat W + b)
@@ -18,11 +18,61 @@ ours (the paper's own numbering was not re-checked); [FF-1] is the paper's p(pos
     [FF-5]  predict(x) = argmax softmax(F R + r),  F = [x_hat_2 | x_hat_3 | ...] of a
             neutral-label input                                               (softmax readout)
 
-Hand-derived gradient of [FF-2] for one layer (s = +1 positive, -1 negative, N rows):
-    dL/dg = -s * sigma(-s (g - theta)) / N,   dL/da = dL/dg * 2h,   dW = x_hat^T dL/da
+Hand-derived gradient of [FF-2] for one layer (s = +1 positive, -1 negative, row weights w_i,
+sum_i w_i = 1; the toy uses w_i = 1/N):
+    dL/dg = -s * sigma(-s (g - theta)) * w,   dL/da = dL/dg * 2h,   dW = x_hat^T dL/da
 (ReLU mask implied: h = 0 where a <= 0). Nothing flows to the layer below: its output is a
 constant input here. So dW is Hebbian on positives and anti-Hebbian on negatives, each gated by
 how wrong the layer currently is.
+
+--- On the integer LM: `python train.py --method forward_forward` ---
+
+The model is int_rnn_lm's (embedding, L blocks of pre-norm minGRU cell + pre-norm MLP with
+saturating residuals, all integer) and its forward is unchanged: every activation a learner
+reads is the integer model's. The local learners, and what each one updates:
+  * the GRU cell of block l [FF-6]: activity = its new state h_t; its input n_t = norm(y_t)
+    and its previous state s_{t-1} are constants. Updates w_f, u_f, b_f, w_h, u_h, b_h.
+  * the MLP of block l [FF-7]: activity = its output o_t; its input m_t = norm(y_t + h_t) is a
+    constant. Updates mlp1, mlp2.
+  * the readout [FF-10]: a float softmax regression from the normalised activities of the
+    embedding and of every block to the next byte. Updates its own R, r; it is what gives
+    bits/byte and samples (train.py calls `predict`).
+  Not trained: `emb` (a lookup row has no context, so its goodness cannot tell a real byte from
+  a wrong one; it is the fixed input code, like the one-hot input of Hinton's sequence net),
+  the norm gains ln1, ln2, and ln_out / head (the readout replaces the LM's head; both stay as
+  initialised). With L = 1 that is one GRU cell, one MLP and the readout over [emb | block 1].
+
+    [FF-6]  GRU cell, the float surrogate of one step of lm.gru_scan (the same equations
+            without the floors), in int8 units; I(a) = clip(a, -127, 127), c = 16 isqrt(D):
+              f = I(I(n W_f^T / c) + b_f + I(s U_f^T / c)),   gate = f + 127 in [0, 254]
+              f' = I(gate s / 256),   h' = I(I(n W_h^T / c) + b_h + I(f' U_h^T / c))
+              h = I(s + gate (h' - s) / 256)
+    [FF-7]  MLP surrogate: z = I(m W_1^T / c),  o = I(z W_2^T / c4),  c4 = 16 isqrt(4 D)
+            goodness of either: g = mean_j (a_j / 16)^2 (real units, a = h or o), then [FF-2]
+    [FF-8]  negatives (Hinton's teacher forcing): the byte x_t of a real window is replaced
+            by a wrong byte x~_t and every layer runs ONE integer step from the real states
+            s_{t-1} (the real prefix); layer l's negative input is layer l-1's negative
+            output. x~_t is a unigram sample (the byte at a random position of the same
+            batch; weight 0 where it equals x_t) or, for a fraction hard_frac of positions
+            after hard_after steps, a sample of the readout's p(. | x_<t) with x_t removed.
+    [FF-9]  W_int8 = I8(round(W_master)): each trained int8 tensor has a float32 master copy
+            that Adam updates (units: one int8 step); the int8 LM is re-quantised after
+            every step and is the only thing the forward uses.
+    [FF-10] log p(x_{t+1} | x_<=t) = log softmax(F_t R + r),
+            F_t = [rms(emb_t) | rms(y_1,t) | ... | rms(y_L,t)],  rms(a) = a / sqrt(mean a^2)
+
+Hand-derived gradients (row weight w, s = +-1, dg = dL/dg of [FF-2], M(.) = 1 where the clip
+of that quantity is not saturated, 0 where it is; D = width):
+    GRU:  dh = dg 2 h / (256 D) M(h);  dh' = dh gate / 256 M(h');  dW_h = (dh' M(nW_h)) ^T n / c
+          dU_h = (dh' M(f'U_h))^T f' / c;  df' = (dh' M(f'U_h)) U_h / c M(f');  db_h = sum dh'
+          dgate = dh (h' - s) / 256 + df' s / 256;  df = dgate M(f);  db_f = sum df
+          dW_f = (df M(nW_f))^T n / c;  dU_f = (df M(sU_f))^T s / c
+    MLP:  do = dg 2 o / (256 D) M(o);  dW_2 = do^T z / c4;  dz = do W_2 / c4 M(z)
+          dW_1 = dz^T m / c
+    readout: dL/d(F R + r) = (softmax - onehot) / N;  dR = F^T (.),  dr = sum (.)
+The gradient is the surrogate's, evaluated at the int8 weights and the integer activations
+and applied to the masters: straight-through for the floors and for [FF-9]. No gradient
+reaches another layer, the embedding or the state: n, s, m and F are constants.
 
 What this file simplifies or departs from:
 - toy task generated in code (10-class "noisy prototype digits", 64 features), not MNIST;
@@ -30,18 +80,29 @@ What this file simplifies or departs from:
   down); some re-implementations train one layer to convergence before the next;
 - [FF-3] rescales to RMS 1 (length sqrt(D)) instead of length 1, as loeweX's code does, so
   that init scales do not depend on width; threshold theta = theta_per_unit * H (loeweX: H);
-- negatives use uniformly random wrong labels (no hard negatives, no hybrid images);
-- the loss is averaged over the 2B rows (half of Hinton's per-pair sum); Adam is scale-free;
-- no peer normalisation, no weight decay, no jittered data.
+- toy negatives use uniformly random wrong labels (no hard negatives, no hybrid images);
+- the loss is averaged over the rows (half of Hinton's per-pair sum); Adam is scale-free;
+- no peer normalisation, no weight decay, no jittered data;
+- LM: the layers are the model's own saturating integer layers, not ReLU layers; goodness is
+  the mean square (the int8 range caps it); between layers the model's own L1 norm (DESIGN §1)
+  plays the part of [FF-3], but the residual stream also passes the input up unnormalised;
+- LM: hard negatives are a top-down signal (the readout reads every layer), as in Hinton's
+  teacher forcing; with hard_frac = 0 a layer's updates depend on nothing above it.
 
-Shapes: B = batch, D = input features, H = layer width, C = classes, L = number of layers.
+Shapes: B = batch, D = input features (LM: d_model), H = layer width, C = classes, L = number of
+layers; LM: S = windows per step, T = bytes per window, N = S T positions, F = (L + 1) D.
 
-$ python forward_forward.py
+$ python forward_forward.py                                  (toy demo, seconds)
+$ python train.py --method forward_forward                   (the integer LM, CPU default)
+$ python train.py --method forward_forward --hard_frac 0     (unigram negatives only)
 """
+import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
+
+import int_rnn_lm as lm
 
 try:  # optional GPU backend; every array function below is written against `xp`
     import cupy
@@ -50,7 +111,7 @@ except ImportError:
 
 
 @dataclass
-class Config:
+class ToyConfig:
     seed: int = 0                      # the one seed every generator is derived from
     hidden: tuple = (256, 256, 256)    # widths of the FF layers
     theta_per_unit: float = 1.0        # threshold theta = theta_per_unit * H  [FF-1]
@@ -70,6 +131,23 @@ class Config:
     pixel_noise: float = 0.3           # std of the Gaussian noise added to every pixel
     n_train: int = 5000                # training examples
     n_test: int = 2000                 # test examples
+
+
+@dataclass
+class Config:
+    rows: int = 32            # S: windows per step (data rows; the state carries across steps)
+    lr: float = 0.25          # Adam step of the float master weights, in int8 units [FF-9]
+    readout_lr: float = 1e-2  # Adam learning rate of the softmax readout [FF-10]
+    theta: float = 1.0        # goodness threshold: mean squared activity in real units [FF-7]
+    hard_frac: float = 0.5    # fraction of negatives drawn from the readout [FF-8]
+    hard_after: int = 10      # steps with unigram negatives only (the readout starts at zero)
+
+
+# the GPU default run: many more windows per step (train.py: D = 256, L = 2)
+GPU_DEFAULTS = dict(rows=256)
+
+GRU_NAMES = ("w_f", "u_f", "b_f", "w_h", "u_h", "b_h")   # the GRU cell's learner [FF-6]
+MLP_NAMES = ("mlp1", "mlp2")                              # the MLP's learner [FF-7]
 
 
 # --- core: local objective and hand-derived gradients ---
@@ -95,28 +173,16 @@ def sigmoid(z):
     return 0.5 * (1.0 + xp.tanh(0.5 * z))  # overflow-free form of 1 / (1 + exp(-z))
 
 
-def init_layers(cfg, d_in, xp):
-    """He-initialised ReLU layers; drawn on the host so both backends start identical."""
-    rng = make_rng(cfg.seed, 0)
-    layers, fan_in = [], d_in
-    for width in cfg.hidden:
-        W = rng.standard_normal((fan_in, width)) * np.sqrt(2.0 / fan_in)
-        layers.append({"W": xp.asarray(W, dtype=xp.float32),  # (D_in, H)
-                       "b": xp.zeros(width, dtype=xp.float32)})  # (H,)
-        fan_in = width
-    return layers
-
-
 def init_adam(params):
     xp = get_xp(params[next(iter(params))])
     return {"m": {k: xp.zeros_like(v) for k, v in params.items()},
             "v": {k: xp.zeros_like(v) for k, v in params.items()}}
 
 
-def adam_step(params, grads, state, step, lr, cfg):
+def adam_step(params, grads, state, step, lr, betas=(0.9, 0.999), eps=1e-8):
     """In-place Adam update of one parameter dict (step counts from 1)."""
     xp = get_xp(params[next(iter(params))])
-    b1, b2 = cfg.adam_betas
+    b1, b2 = betas
     for k, g in grads.items():
         m, v = state["m"][k], state["v"][k]
         m *= b1
@@ -125,7 +191,15 @@ def adam_step(params, grads, state, step, lr, cfg):
         v += (1 - b2) * g * g
         m_hat = m / (1 - b1 ** step)
         v_hat = v / (1 - b2 ** step)
-        params[k] -= lr * m_hat / (xp.sqrt(v_hat) + cfg.adam_eps)
+        params[k] -= lr * m_hat / (xp.sqrt(v_hat) + eps)
+
+
+def ff_objective(g, sign, weight, theta):
+    """[FF-2] with row weights: L = sum_i w_i softplus(-s_i (g_i - theta)) and dL/dg (N,)."""
+    xp = get_xp(g)
+    margin = -sign * (g - theta)                                  # (N,)
+    loss = xp.sum(weight * xp.logaddexp(0.0, margin))             # softplus
+    return loss, -sign * sigmoid(margin) * weight                 # (N,) dL/dg
 
 
 def ff_layer_forward(layer, x, eps):
@@ -144,20 +218,279 @@ def ff_layer_loss_and_grads(layer, x, sign, theta, eps):
     xp = get_xp(x)
     x_hat, h = ff_layer_forward(layer, x, eps)                    # (N, D_in), (N, H)
     g = xp.sum(h * h, axis=1)                                     # (N,) goodness [FF-1]
-    margin = -sign * (g - theta)                                  # (N,)
-    loss = xp.mean(xp.logaddexp(0.0, margin))                     # [FF-2] softplus
-    dg = -sign * sigmoid(margin) / x.shape[0]                     # (N,) dL/dg
+    weight = xp.full(len(x), 1.0 / len(x), dtype=x.dtype)         # (N,) a plain mean
+    loss, dg = ff_objective(g, sign, weight, theta)               # [FF-2]
     da = dg[:, None] * 2.0 * h                                    # (N, H) ReLU mask via h = 0
     grads = {"W": x_hat.T @ da,                                   # (D_in, H)
              "b": xp.sum(da, axis=0)}                             # (H,)
     return loss, grads, h
 
 
+def softmax(o):
+    xp = get_xp(o)
+    e = xp.exp(o - o.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def readout_loss_and_grads(readout, feats, y):
+    """[FF-5] / [FF-10] mean cross-entropy (nats) of a linear softmax on fixed features (plain
+    logistic regression: its gradient never enters the FF layers). Also returns the
+    probabilities Q (B, C)."""
+    xp = get_xp(feats)
+    o = feats @ readout["R"] + readout["r"]                       # (B, C)
+    lse = o.max(axis=1) + xp.log(xp.exp(o - o.max(axis=1, keepdims=True)).sum(axis=1))
+    loss = xp.mean(lse - o[xp.arange(len(y)), y])
+    Q = softmax(o)                                                # (B, C)
+    G = Q.copy()
+    G[xp.arange(len(y)), y] -= 1.0
+    G /= len(y)                                                   # (B, C) dL/do = (Q - Y)/B
+    return loss, {"R": feats.T @ G, "r": G.sum(axis=0)}, Q       # (F, C), (C,)
+
+
+# --- the integer LM: local learners on the LM's own layers ---
+
+def clip_mask(a):
+    """I(a) of the float surrogate and its derivative: clip to [-127, 127]; 1 strictly inside."""
+    xp = get_xp(a)
+    return xp.clip(a, -127.0, 127.0), (a > -127.0) & (a < 127.0)
+
+
+def gru_ff_loss_and_grads(w, n, s, sign, weight, theta):
+    """Local FF loss of one GRU cell [FF-6, FF-7, FF-2] and its gradients w.r.t. that cell only.
+
+    w: float w_f, u_f, b_f, w_h, u_h, b_h in int8 units, (out, in) as stored. n (R, D) its
+    normalised input and s (R, D) its previous state: constants. Returns (loss, grads, h)."""
+    xp = get_xp(n)
+    D = n.shape[1]
+    c = lm.matmul_divisor(D)
+    A_f, mA_f = clip_mask(n @ w["w_f"].T / c)                     # (R, D)
+    B_f, mB_f = clip_mask(s @ w["u_f"].T / c)                     # (R, D)
+    f, m_f = clip_mask(A_f + w["b_f"] + B_f)                      # (R, D)
+    gate = f + 127.0                                              # (R, D) in [0, 254]
+    fh, m_fh = clip_mask(gate * s / 256.0)                        # (R, D) f'
+    A_h, mA_h = clip_mask(n @ w["w_h"].T / c)                     # (R, D)
+    B_h, mB_h = clip_mask(fh @ w["u_h"].T / c)                    # (R, D)
+    hh, m_hh = clip_mask(A_h + w["b_h"] + B_h)                    # (R, D) h'
+    h, m_h = clip_mask(s + gate * (hh - s) / 256.0)               # (R, D) new state
+    g = xp.sum(h * h, axis=1) / (256.0 * D)                       # (R,) mean (h / 16)^2
+    loss, dg = ff_objective(g, sign, weight, theta)               # [FF-2]
+    d_h = dg[:, None] * 2.0 * h / (256.0 * D) * m_h               # (R, D) dL/d(pre-clip h)
+    d_hh = d_h * gate / 256.0 * m_hh                              # (R, D) dL/d(pre-clip h')
+    d_Bh = d_hh * mB_h                                            # (R, D)
+    d_fh = (d_Bh @ w["u_h"]) / c * m_fh                           # (R, D) dL/d(pre-clip f')
+    d_f = (d_h * (hh - s) / 256.0 + d_fh * s / 256.0) * m_f       # (R, D) via the gate
+    grads = {"w_h": (d_hh * mA_h).T @ n / c, "u_h": d_Bh.T @ fh / c,  # (D, D)
+             "b_h": d_hh.sum(axis=0),                                 # (D,)
+             "w_f": (d_f * mA_f).T @ n / c, "u_f": (d_f * mB_f).T @ s / c,
+             "b_f": d_f.sum(axis=0)}
+    return loss, grads, h
+
+
+def mlp_ff_loss_and_grads(w, m, sign, weight, theta):
+    """Local FF loss of one MLP [FF-7, FF-2] and its gradients w.r.t. mlp1, mlp2 only.
+
+    w: float mlp1 (4D, D), mlp2 (D, 4D) in int8 units; m (R, D) its normalised input, a
+    constant. Returns (loss, grads, o)."""
+    xp = get_xp(m)
+    D = m.shape[1]
+    c, c4 = lm.matmul_divisor(D), lm.matmul_divisor(4 * D)
+    z, m_z = clip_mask(m @ w["mlp1"].T / c)                       # (R, 4D)
+    o, m_o = clip_mask(z @ w["mlp2"].T / c4)                      # (R, D)
+    g = xp.sum(o * o, axis=1) / (256.0 * D)                       # (R,) mean (o / 16)^2
+    loss, dg = ff_objective(g, sign, weight, theta)               # [FF-2]
+    d_o = dg[:, None] * 2.0 * o / (256.0 * D) * m_o               # (R, D)
+    d_z = (d_o @ w["mlp2"]) / c4 * m_z                            # (R, 4D)
+    return loss, {"mlp2": d_o.T @ z / c4, "mlp1": d_z.T @ m / c}, o
+
+
+def block_states(params, p, y, s0):
+    """lm.block, keeping what the local learners read (same integers as lm.block).
+
+    y (N, T, D) q4 int32, s0 (N, D) state -> n (N, T, D) GRU input, s_prev (N, T, D) state
+    before each step, m (N, T, D) MLP input, y_out (N, T, D), s_last (N, D) int8."""
+    xp = lm.backend_of(y)
+    n = lm.int_norm(y, lm.vector_param(params, p + "ln1", None))
+    h, s_last = lm.gru_scan(params, p, n, s0, None)               # h: the state after each step
+    s_prev = xp.concatenate([lm.wide(s0)[:, None], h[:, :-1]], axis=1)
+    y_mid = lm.clip8(y + h)
+    m = lm.int_norm(y_mid, lm.vector_param(params, p + "ln2", None))
+    y_out = lm.clip8(y_mid + lm.mlp(params, p, m, None))
+    return n, s_prev, m, y_out, s_last
+
+
+def features(acts):
+    """[FF-10] F = [rms(emb) | rms(y_1) | ... | rms(y_L)]: (N, T, D) int activities ->
+    (N T, (L + 1) D) float32."""
+    xp = get_xp(acts[0])
+    D = acts[0].shape[-1]
+    return xp.concatenate([rms_normalise(a.reshape(-1, D).astype(xp.float32), 1e-8)
+                           for a in acts], axis=1)
+
+
+def quantise(w):
+    """[FF-9] W_int8 = I8(round(W_master)): round half to even, saturate to [-127, 127]."""
+    return lm.sat8(get_xp(w).rint(w))
+
+
+def draw_negatives(x, Q, t, cfg, seed):
+    """[FF-8] wrong bytes for every position of the windows x (S, T).
+
+    Q (S, T, 256): the readout's p(next byte) at each position. Returns the negative bytes
+    (S, T) uint8 and weights (S, T): 0 where a unigram draw hit the real byte."""
+    xp = lm.backend_of(x)
+    S, T = x.shape
+    rng = make_rng(seed, 0xFF, t)
+    uni = x.reshape(-1)[xp.asarray(rng.integers(0, S * T, (S, T)))]  # the batch's unigram
+    hard = rng.random((S, T)) < (cfg.hard_frac if t >= cfg.hard_after else 0.0)
+    hard[:, 0] = False                                            # no prediction for byte 0
+    u = xp.asarray(rng.random((S, T - 1, 1)))                     # inverse-CDF uniforms
+    P = Q[:, :-1].astype(xp.float64)                              # p(x_t | x_<t), t >= 1
+    xp.put_along_axis(P, x[:, 1:, None].astype(xp.int64), 0.0, axis=-1)  # remove the real byte
+    cdf = xp.cumsum(P, axis=-1)                                   # (S, T - 1, 256)
+    pick = xp.minimum((cdf < u * cdf[..., -1:]).sum(axis=-1), 255)  # (S, T - 1)
+    model = xp.concatenate([uni[:, :1], pick.astype(xp.uint8)], axis=1)
+    neg = xp.where(xp.asarray(hard), model, uni)                  # (S, T)
+    return neg, (neg != x).astype(xp.float32)
+
+
+def layer_step(params, state, l, rows, sign, weight, t, cfg):
+    """One local Adam step of block l's two learners (GRU cell, MLP) [FF-6, FF-7, FF-9].
+
+    rows = (n, s, m): (R, D) float32 constants of positive and negative rows. Updates
+    state["master.*"], its Adam moments and params (int8) of block l in place and touches
+    nothing else. Returns the two FF losses."""
+    n, s, m = rows
+    losses = []
+    for names, loss_fn, inputs in ((GRU_NAMES, gru_ff_loss_and_grads, (n, s)),
+                                   (MLP_NAMES, mlp_ff_loss_and_grads, (m,))):
+        keys = {k: f"l{l}.{k}" for k in names}
+        w_int = {k: params[name].astype(n.dtype) for k, name in keys.items()}
+        loss, grads, _ = loss_fn(w_int, *inputs, sign, weight, cfg.theta)  # at the int8 weights
+        master = {k: state["master." + name] for k, name in keys.items()}
+        moments = {"m": {k: state["adam_m." + name] for k, name in keys.items()},
+                   "v": {k: state["adam_v." + name] for k, name in keys.items()}}
+        adam_step(master, grads, moments, t + 1, cfg.lr)          # straight-through update
+        for k, name in keys.items():
+            params[name] = quantise(master[k])                    # [FF-9]
+        losses.append(float(loss))  # note: a CPU-GPU sync point on cupy
+    return losses
+
+
+# --- the method interface train.py calls (README "The method interface") ---
+
+def check_config(cfg):
+    if cfg.rows < 1:
+        raise ValueError(f"rows must be >= 1, got {cfg.rows}")
+    if cfg.lr < 0 or cfg.readout_lr <= 0:
+        raise ValueError(f"lr must be >= 0 and readout_lr > 0, got {cfg.lr}, {cfg.readout_lr}")
+    if cfg.theta <= 0:
+        raise ValueError(f"theta must be > 0, got {cfg.theta}")
+    if not 0 <= cfg.hard_frac <= 1:
+        raise ValueError(f"hard_frac must be in [0, 1], got {cfg.hard_frac}")
+    if cfg.hard_after < 0:
+        raise ValueError(f"hard_after must be >= 0, got {cfg.hard_after}")
+
+
+def num_sequences(cfg):
+    return cfg.rows
+
+
+def init(params, cfg, mcfg, seed):
+    """State: the carried hidden state, a float32 master and Adam moments per trained int8
+    tensor, the readout (zeros: 8 bits/byte) and its moments. Nothing random."""
+    check_config(cfg)
+    xp = lm.backend_of(params["emb"])
+    state = {"hidden": lm.zero_hidden(mcfg, cfg.rows, xp)}        # (L, S, D) int8
+    for l in range(mcfg.n_layers):
+        for k in GRU_NAMES + MLP_NAMES:
+            name = f"l{l}.{k}"
+            state["master." + name] = params[name].astype(xp.float32)  # exact: int8 values
+            state["adam_m." + name] = xp.zeros(params[name].shape, xp.float32)
+            state["adam_v." + name] = xp.zeros(params[name].shape, xp.float32)
+    n_feat = (mcfg.n_layers + 1) * mcfg.d_model
+    for key, shape in (("R", (n_feat, lm.VOCAB)), ("r", (lm.VOCAB,))):
+        for prefix in ("readout.", "adam_m.readout.", "adam_v.readout."):
+            state[prefix + key] = xp.zeros(shape, xp.float32)
+    return state
+
+
+def readout_view(state, prefix=""):
+    return {k: state[prefix + "readout." + k] for k in ("R", "r")}
+
+
+def step(params, state, batch, t, cfg, mcfg, seed):
+    """One FF step on windows batch = (tokens (S, T + 1), reset): the positive pass, the
+    readout's step, the negatives [FF-8], then each block's local step. Inputs untouched."""
+    tokens, reset = batch
+    xp = lm.backend_of(tokens)
+    S, T, D = tokens.shape[0], tokens.shape[1] - 1, mcfg.d_model
+    x, y = tokens[:, :-1], tokens[:, 1:]                          # (S, T) inputs, next bytes
+    params, state = dict(params), {k: v.copy() for k, v in state.items()}
+    hidden = lm.zero_hidden(mcfg, S, xp) if reset else state["hidden"]
+    # positive pass: the integer LM over the real windows
+    acts, pos, new_hidden = [lm.embed(params, x, None)], [], []
+    for l in range(mcfg.n_layers):
+        n, s_prev, m, y_out, s_last = block_states(params, f"l{l}.", acts[-1], hidden[l])
+        acts.append(y_out)
+        pos.append((n, s_prev, m))
+        new_hidden.append(s_last)
+    state["hidden"] = xp.stack(new_hidden)                        # (L, S, D) int8
+    # the readout: softmax regression on the normalised activities [FF-10]
+    ce, grads, Q = readout_loss_and_grads(readout_view(state), features(acts), y.reshape(-1))
+    moments = {"m": readout_view(state, "adam_m."), "v": readout_view(state, "adam_v.")}
+    adam_step(readout_view(state), grads, moments, t + 1, cfg.readout_lr)
+    # negatives, and every block's local step on positive + negative rows
+    neg, neg_weight = draw_negatives(x, Q.reshape(S, T, lm.VOCAB), t, cfg, seed)
+    sign = xp.concatenate([xp.ones(S * T), -xp.ones(S * T)]).astype(xp.float32)  # (2N,)
+    weight = xp.concatenate([xp.ones(S * T, xp.float32), neg_weight.reshape(-1)])
+    weight /= weight.sum()                                        # (2N,) rows of a mean
+    y_neg = lm.embed(params, neg, None).reshape(S * T, 1, D)      # one step per position
+    stats = {"loss": float(ce) / math.log(2), "member_tokens": 2 * S * T,  # readout bits/byte
+             "neg_kept": float(neg_weight.mean())}
+    for l in range(mcfg.n_layers):
+        n, s_prev, m = pos[l]
+        s_prev = s_prev.reshape(S * T, D)
+        n_neg, _, m_neg, y_neg, _ = block_states(params, f"l{l}.", y_neg, s_prev)
+        rows = tuple(xp.concatenate([a.reshape(S * T, D), b.reshape(S * T, D)])
+                     .astype(xp.float32) for a, b in ((n, n_neg), (s_prev, s_prev), (m, m_neg)))
+        losses = layer_step(params, state, l, rows, sign, weight, t, cfg)
+        stats[f"ff_l{l}_gru"], stats[f"ff_l{l}_mlp"] = losses
+    return params, state, stats
+
+
+def predict(params, state, mcfg):
+    """[FF-10] the integer LM's activities -> the readout's log2 p (N, T, 256) float64."""
+    readout = readout_view(state)
+
+    def fn(tokens, hidden):
+        _, hidden, acts = lm.forward(params, mcfg, tokens, hidden, return_activations=True)
+        xp = lm.backend_of(tokens)
+        o = (features(acts) @ readout["R"] + readout["r"]).astype(xp.float64)  # (N T, 256)
+        o_max = o.max(axis=1, keepdims=True)
+        log2p = (o - o_max - xp.log(xp.exp(o - o_max).sum(axis=1, keepdims=True))) / math.log(2)
+        return log2p.reshape(*tokens.shape, lm.VOCAB), hidden
+    return fn
+
+
+# --- toy classification task ---
+
+def init_layers(cfg, d_in, xp):
+    """He-initialised ReLU layers; drawn on the host so both backends start identical."""
+    rng = make_rng(cfg.seed, 0)
+    layers, fan_in = [], d_in
+    for width in cfg.hidden:
+        W = rng.standard_normal((fan_in, width)) * np.sqrt(2.0 / fan_in)
+        layers.append({"W": xp.asarray(W, dtype=xp.float32),  # (D_in, H)
+                       "b": xp.zeros(width, dtype=xp.float32)})  # (H,)
+        fan_in = width
+    return layers
+
+
 def ff_layer_step(layer, opt, x, sign, step, cfg):
     """One local Adam step of one layer. Returns its loss and its (pre-update) output h."""
     theta = cfg.theta_per_unit * layer["W"].shape[1]
     loss, grads, h = ff_layer_loss_and_grads(layer, x, sign, theta, cfg.norm_eps)
-    adam_step(layer, grads, opt, step, cfg.lr, cfg)
+    adam_step(layer, grads, opt, step, cfg.lr, cfg.adam_betas, cfg.adam_eps)
     return loss, h
 
 
@@ -198,27 +531,6 @@ def ff_features(layers, x, eps):
     hs = ff_forward(layers, x, eps)[1:]
     return xp.concatenate([rms_normalise(h, eps) for h in hs], axis=1)  # (B, sum H_l)
 
-
-def softmax(o):
-    xp = get_xp(o)
-    e = xp.exp(o - o.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def readout_loss_and_grads(readout, feats, y):
-    """[FF-5] mean cross-entropy of a linear softmax on fixed features (plain logistic
-    regression: its gradient never enters the FF layers)."""
-    xp = get_xp(feats)
-    o = feats @ readout["R"] + readout["r"]                       # (B, C)
-    lse = o.max(axis=1) + xp.log(xp.exp(o - o.max(axis=1, keepdims=True)).sum(axis=1))
-    loss = xp.mean(lse - o[xp.arange(len(y)), y])
-    G = softmax(o)                                                # (B, C)
-    G[xp.arange(len(y)), y] -= 1.0
-    G /= len(y)                                                   # (B, C) dL/do = (Q - Y)/B
-    return loss, {"R": feats.T @ G, "r": G.sum(axis=0)}          # (F, C), (C,)
-
-
-# --- toy classification task ---
 
 def make_toy_task(cfg, split):
     """"Noisy prototype digits": each class has n_modes random binary pixel patterns; an
@@ -287,8 +599,9 @@ def train_toy(cfg, xp=np):
             losses = ff_train_step(layers, opts, embed_label(x, y, cfg),
                                    embed_label(x, y_neg, cfg), step, cfg)
             feats = ff_features(layers, embed_label(x, None, cfg), cfg.norm_eps)  # (B, F)
-            ce, grads = readout_loss_and_grads(readout, feats, y)
-            adam_step(readout, grads, readout_opt, step, cfg.readout_lr, cfg)
+            ce, grads, _ = readout_loss_and_grads(readout, feats, y)
+            adam_step(readout, grads, readout_opt, step, cfg.readout_lr, cfg.adam_betas,
+                      cfg.adam_eps)
             history.append(losses + [float(ce)])
         *layer_losses, ce = np.mean(history, axis=0)             # epoch means
         print(f"epoch {epoch + 1:2d}/{cfg.epochs} | layer losses "
@@ -307,7 +620,7 @@ def evaluate(layers, readout, cfg, xp=np):
 # --- demo ---
 
 if __name__ == "__main__":
-    cfg = Config()
+    cfg = ToyConfig()
     print(cfg)
     t0 = time.time()
     layers, readout = train_toy(cfg)

@@ -37,17 +37,49 @@ What this file simplifies or departs from:
   the NoProp time direction, abar clipped to [1e-3, 0.99] so that SNR(T) stays finite;
 - embeddings: fixed one-hot E by default (blocks fully independent; the KL is then a
   constant); embed_dim > 0 learns E from random unit-norm rows instead of orthogonal ones;
-- the "deterministic chain" (eps = 0 and z_0 = 0) is an extra readout, not in the paper.
+- the "deterministic chain" (eps = 0 and z_0 = 0) is an extra readout, not in the paper;
+- LM: x is a fixed integer reservoir's features, not the raw input (the choice below).
 
-Shapes: B = batch, D = input features, d = label-embedding dim, m = classes, H = block width.
+--- On the integer LM: `python train.py --method noprop` ---
 
-$ python noprop.py
+y_i = byte i + 1 (m = 256, fixed one-hot E, d = 256), and x_i = the byte context as the integer
+RNN sees it after byte i, the normalised activities of its embedding and of every block:
+    [LM-1]  x_i = [rms(emb_i) | rms(y_1,i) | ... | rms(y_L,i)],  rms(a) = a / sqrt(mean a^2)
+Choice: the LM is a shared context ENCODER, fixed at its initialisation, and NoProp's T blocks
+sit on top of it; the LM's own layers are not the blocks. Why:
+  * NoProp block t sees x and z_{t-1} only, never block t-1's output; an LM layer reads the
+    residual stream of the layer below (a forward pass across blocks), has no input for z,
+    and with L = 1 there would be one block, not T = 10;
+  * a shared encoder trained by the blocks' losses would take a gradient from every block and
+    back through time: the global backprop NoProp removes. Fixed, the encoder is a random
+    integer recurrent reservoir (brief §A.12, option (b), "echo-state"), and each block's own
+    first layer over x plays the part of each paper block's own image path.
+So the int8 LM never changes under this method (its forward is the integer model, unchanged;
+its ln_out and head are unused) and what learns is float: the T blocks and the head, by
+Alg. 1 / Eq. 8 exactly as in the toy (same functions; fixed one-hot E, so nothing couples the
+blocks and Eq. 8's KL is a constant).
+Predictive for bits/byte and sampling: the block-1 posterior. Block 1 sees z_0, nearly pure
+noise (SNR(0) = 0.001), and with one-hot E its loss is a Brier score, a proper scoring rule:
+its optimum is p(y | x, z_0), which is p(y | x) up to that SNR. Averaged over K fixed draws:
+    [LM-2]  p(y | x) = (1/K) sum_k softmax(S_1(x, z^(k)))_y,  z^(k) ~ N(0, I) drawn once at init
+(S_1: block 1's logits). The chain (Eq. 3) and the head are trained as in the paper and give
+an argmax prediction, but no likelihood: the head sees near-clean z_T and is over-confident
+(brief §A.12). Train loss reported: Eq. 8 (nats), not bits/byte.
+
+Shapes: B = batch, D = input features, d = label-embedding dim, m = classes, H = block width;
+LM: S = windows per step, N = S x window bytes, F = (L + 1) d_model, K = z0_draws.
+
+$ python noprop.py                             (toy demo, seconds)
+$ python train.py --method noprop              (the integer LM, CPU default)
+$ python train.py --method noprop --T 4        (fewer blocks: block 1 gets the same steps)
 """
 import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
+
+import int_rnn_lm as lm
 
 try:  # optional GPU backend; every array function below is written against `xp`
     import cupy
@@ -56,7 +88,7 @@ except ImportError:
 
 
 @dataclass
-class Config:
+class ToyConfig:
     seed: int = 0                      # the one seed every generator is derived from
     T: int = 10                        # number of blocks / diffusion steps (paper: 10)
     eta: float = 0.1                   # weight of the denoising term in Eq. 8 (paper: 0.1)
@@ -67,7 +99,8 @@ class Config:
     abar_max: float = 0.99             # clip of abar_T (< 1 keeps SNR(T) finite)
     lr: float = 1e-3                   # AdamW learning rate (paper: 1e-3)
     weight_decay: float = 1e-3         # AdamW decoupled weight decay (paper: 1e-3)
-    adam_betas: tuple = (0.9, 0.999)   # Adam moment decay rates
+    adam_b1: float = 0.9               # Adam first-moment decay rate
+    adam_b2: float = 0.999             # Adam second-moment decay rate
     adam_eps: float = 1e-8             # Adam denominator epsilon
     batch_size: int = 64               # minibatch size (paper: 128)
     epochs: int = 8                    # passes over the toy training set
@@ -80,6 +113,28 @@ class Config:
     pixel_noise: float = 0.3           # std of the Gaussian noise added to every pixel
     n_train: int = 5000                # training examples
     n_test: int = 2000                 # test examples
+
+
+@dataclass
+class Config:
+    rows: int = 32              # S: windows per step (data rows; the state carries across steps)
+    T: int = 10                 # number of blocks / diffusion steps (paper: 10)
+    eta: float = 0.1            # weight of the denoising term in Eq. 8 (paper: 0.1)
+    hidden: int = 256           # hidden width H of each block's MLP
+    z0_draws: int = 4           # K fixed z_0 draws averaged by the block-1 predictive [LM-2]
+    cos_s: float = 0.008        # offset s of the cosine schedule
+    abar_min: float = 1e-3      # clip of abar_0 (t = 0 is almost pure noise)
+    abar_max: float = 0.99      # clip of abar_T (< 1 keeps SNR(T) finite)
+    lr: float = 1e-3            # AdamW learning rate (paper: 1e-3)
+    weight_decay: float = 1e-3  # AdamW decoupled weight decay (paper: 1e-3)
+    adam_b1: float = 0.9        # Adam first-moment decay rate
+    adam_b2: float = 0.999      # Adam second-moment decay rate
+    adam_eps: float = 1e-8      # Adam denominator epsilon
+
+
+# the GPU default run: more windows per step and wider blocks (train.py: D = 256, L = 2)
+GPU_DEFAULTS = dict(rows=256, hidden=512)
+BLOCK_KEYS, HEAD_KEYS = ("W1", "b1", "W2", "b2"), ("Wo", "bo")
 
 
 # --- core: local objective and hand-derived gradients ---
@@ -133,19 +188,24 @@ def softmax(s):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def block_probs(block, x, z):
-    """Forward pass of one block: softmax over classes given input x and noisy label z."""
+def block_logits(block, x, z):
+    """Forward pass of one block up to its logits S (B, m), given input x and noisy label z."""
     xp = get_xp(x)
     X = xp.concatenate([x, z], axis=1)                            # (B, D + d)
     A = X @ block["W1"] + block["b1"]                             # (B, H)
-    return softmax(xp.maximum(A, 0.0) @ block["W2"] + block["b2"])  # (B, m)
+    return xp.maximum(A, 0.0) @ block["W2"] + block["b2"]         # (B, m)
 
 
-def noprop_block_loss_and_grads(block, E, x, y, eps, w, abar_prev):
+def block_probs(block, x, z):
+    """Softmax over classes of one block, given input x and noisy label z. (B, m)"""
+    return softmax(block_logits(block, x, z))
+
+
+def noprop_block_loss_and_grads(block, E, x, y, eps, w, abar_prev, embed_grad=True):
     """Denoising loss of block t (Eq. 8 term, weight w = w_t) and its hand-derived gradients.
 
     x: (B, D) input, y: (B,) labels, eps: (B, d) noise for z_{t-1}, abar_prev = abar_{t-1}.
-    Returns (loss, grads) with grads for W1, b1, W2, b2 and E (use E's only if E is learned)."""
+    Returns (loss, grads) with grads for W1, b1, W2, b2 and, if embed_grad, E."""
     xp = get_xp(x)
     B, D = x.shape
     Y = one_hot(y, E.shape[0], x.dtype)                           # (B, m)
@@ -161,18 +221,19 @@ def noprop_block_loss_and_grads(block, E, x, y, eps, w, abar_prev):
     G_P = G_U @ E.T                                               # (B, m)
     G_S = P * (G_P - xp.sum(P * G_P, axis=1, keepdims=True))     # (B, m) softmax Jacobian
     G_A = (G_S @ block["W2"].T) * (A > 0)                         # (B, H) ReLU mask
-    G_Z = G_A @ block["W1"][D:].T                                 # (B, d) rows of W1 that see z
     grads = {"W1": X.T @ G_A, "b1": G_A.sum(axis=0),              # (D + d, H), (H,)
-             "W2": Hh.T @ G_S, "b2": G_S.sum(axis=0),             # (H, m), (m,)
-             # E: through u_hat = P E, through the target U = Y E, through the input Z
-             "E": P.T @ G_U - Y.T @ G_U + math.sqrt(abar_prev) * (Y.T @ G_Z)}  # (m, d)
+             "W2": Hh.T @ G_S, "b2": G_S.sum(axis=0)}             # (H, m), (m,)
+    if embed_grad:  # E: through u_hat = P E, through the target U = Y E, through the input Z
+        G_Z = G_A @ block["W1"][D:].T                             # (B, d) rows of W1 that see z
+        grads["E"] = P.T @ G_U - Y.T @ G_U + math.sqrt(abar_prev) * (Y.T @ G_Z)  # (m, d)
     return loss, grads
 
 
-def noprop_head_loss_and_grads(head, E, y, eps, abar_T, abar_0):
+def noprop_head_loss_and_grads(head, E, y, eps, abar_T, abar_0, embed_grad=True):
     """Cross-entropy of the head on z_T ~ q(z_T|y) (Eq. 8, Eq. 14) plus the prior KL term.
 
-    eps: (B, d) noise for z_T. Returns (ce, kl, grads) with grads for W_o, b_o and E."""
+    eps: (B, d) noise for z_T. Returns (ce, kl, grads) with grads for W_o, b_o and, if
+    embed_grad, E."""
     xp = get_xp(E)
     B, d = eps.shape
     Y = one_hot(y, E.shape[0], E.dtype)                           # (B, m)
@@ -185,9 +246,9 @@ def noprop_head_loss_and_grads(head, E, y, eps, abar_T, abar_0):
     # KL(N(sqrt(abar_0) u, (1 - abar_0) I) || N(0, I)), mean over the batch
     kl = 0.5 * (abar_0 * xp.sum(U * U) / B - d * abar_0 - d * math.log(1 - abar_0))
     G_O = (softmax(O) - Y) / B                                    # (B, m)
-    grads = {"Wo": Z_T.T @ G_O, "bo": G_O.sum(axis=0),            # (d, m), (m,)
-             # E: CE path through z_T, plus the KL path
-             "E": math.sqrt(abar_T) * (Y.T @ (G_O @ head["Wo"].T)) + abar_0 / B * (Y.T @ U)}
+    grads = {"Wo": Z_T.T @ G_O, "bo": G_O.sum(axis=0)}            # (d, m), (m,)
+    if embed_grad:  # E: CE path through z_T, plus the KL path
+        grads["E"] = math.sqrt(abar_T) * (Y.T @ (G_O @ head["Wo"].T)) + abar_0 / B * (Y.T @ U)
     return ce, kl, grads
 
 
@@ -201,7 +262,7 @@ def adamw_step(params, grads, state, step, cfg):
     """In-place AdamW update of every key of params (grads may hold extra keys, e.g. E).
     Decoupled decay on every parameter, biases included, as torch's default group."""
     xp = get_xp(params[next(iter(params))])
-    b1, b2 = cfg.adam_betas
+    b1, b2 = cfg.adam_b1, cfg.adam_b2
     for k in params:
         g, m, v = grads[k], state["m"][k], state["v"][k]
         m *= b1
@@ -214,24 +275,30 @@ def adamw_step(params, grads, state, step, cfg):
                                + cfg.weight_decay * params[k])
 
 
-def init_params(cfg, D, xp):
-    """T blocks, the head and the embedding matrix E (host-drawn: both backends identical)."""
-    rng = make_rng(cfg.seed, 0)
-    m, H = cfg.n_classes, cfg.hidden
-    if cfg.embed_dim == 0:
-        E = np.eye(m)                                             # fixed one-hot embeddings
-    else:  # learned: random unit-norm rows (v2: comparable to orthogonal / prototype init)
-        E = rng.standard_normal((m, cfg.embed_dim))
-        E /= np.linalg.norm(E, axis=1, keepdims=True)
-    d = E.shape[1]
+def init_blocks_and_head(rng, T, D, d, m, H, xp):
+    """T blocks [x (D) | z (d)] -> H -> m (He init) and the head d -> m, drawn from the host
+    generator rng in a fixed order (both backends identical)."""
     f32 = lambda a: xp.asarray(a, dtype=xp.float32)  # noqa: E731
     blocks = [{"W1": f32(rng.standard_normal((D + d, H)) * np.sqrt(2 / (D + d))),  # (D+d, H)
                "b1": f32(np.zeros(H)),                                           # (H,)
                "W2": f32(rng.standard_normal((H, m)) * np.sqrt(1 / H)),          # (H, m)
                "b2": f32(np.zeros(m))}                                           # (m,)
-              for _ in range(cfg.T)]
+              for _ in range(T)]
     head = {"Wo": f32(rng.standard_normal((d, m)) * np.sqrt(1 / d)), "bo": f32(np.zeros(m))}
-    return {"blocks": blocks, "head": head, "E": {"E": f32(E)}}   # E: (m, d)
+    return blocks, head
+
+
+def init_params(cfg, D, xp):
+    """T blocks, the head and the embedding matrix E (host-drawn: both backends identical)."""
+    rng = make_rng(cfg.seed, 0)
+    m = cfg.n_classes
+    if cfg.embed_dim == 0:
+        E = np.eye(m)                                             # fixed one-hot embeddings
+    else:  # learned: random unit-norm rows (v2: comparable to orthogonal / prototype init)
+        E = rng.standard_normal((m, cfg.embed_dim))
+        E /= np.linalg.norm(E, axis=1, keepdims=True)
+    blocks, head = init_blocks_and_head(rng, cfg.T, D, E.shape[1], m, cfg.hidden, xp)
+    return {"blocks": blocks, "head": head, "E": {"E": xp.asarray(E, dtype=xp.float32)}}
 
 
 def init_opt(params):
@@ -239,34 +306,37 @@ def init_opt(params):
             "head": init_adam(params["head"]), "E": init_adam(params["E"])}
 
 
-def noprop_block_step(params, opt, t, x, y, sched, step, cfg):
-    """Train block t alone for one minibatch. Returns its loss and its gradient for E."""
+def noprop_block_step(params, opt, t, x, y, sched, step, cfg, seed, learn_embed):
+    """Train block t alone for one minibatch. Returns its loss and its gradient for E (None
+    when E is fixed)."""
     xp = get_xp(x)
     E = params["E"]["E"]
-    eps = normal(xp, (len(y), E.shape[1]), x.dtype, cfg.seed, 4, step, t)  # (B, d)
+    eps = normal(xp, (len(y), E.shape[1]), x.dtype, seed, 4, step, t)  # (B, d)
     loss, grads = noprop_block_loss_and_grads(
         params["blocks"][t - 1], E, x, y, eps, block_weight(sched, t, cfg.T, cfg.eta),
-        float(sched["abar"][t - 1]))
+        float(sched["abar"][t - 1]), embed_grad=learn_embed)
     adamw_step(params["blocks"][t - 1], grads, opt["blocks"][t - 1], step, cfg)
-    return loss, grads["E"]
+    return loss, grads.get("E")
 
 
-def noprop_train_step(params, opt, x, y, sched, step, cfg):
+def noprop_train_step(params, opt, x, y, sched, step, cfg, seed, learn_embed):
     """One minibatch of Alg. 1: for t = 1..T, block t takes a local step on its denoising
-    term, then the head (and E, if learned) a step on CE + KL (+ block t's E-gradient).
+    term, then the head (and E, if learn_embed) a step on CE + KL (+ block t's E-gradient).
 
-    Every block samples its own z_{t-1} from q, so no block reads another block's output."""
+    Every block samples its own z_{t-1} from q, so no block reads another block's output.
+    Noise is keyed by (seed, purpose, step, t); step counts from 1."""
     xp = get_xp(x)
     E = params["E"]["E"]
     abar_0, abar_T = float(sched["abar"][0]), float(sched["abar"][cfg.T])
     losses, ces = [], []
     for t in range(1, cfg.T + 1):
-        loss, g_E = noprop_block_step(params, opt, t, x, y, sched, step, cfg)
-        eps = normal(xp, (len(y), E.shape[1]), x.dtype, cfg.seed, 5, step, t)   # (B, d)
-        ce, kl, grads = noprop_head_loss_and_grads(params["head"], E, y, eps, abar_T, abar_0)
+        loss, g_E = noprop_block_step(params, opt, t, x, y, sched, step, cfg, seed, learn_embed)
+        eps = normal(xp, (len(y), E.shape[1]), x.dtype, seed, 5, step, t)   # (B, d)
+        ce, kl, grads = noprop_head_loss_and_grads(params["head"], E, y, eps, abar_T, abar_0,
+                                                   embed_grad=learn_embed)
         sub = (step - 1) * cfg.T + t  # Adam step count: head and E are updated T times a batch
         adamw_step(params["head"], grads, opt["head"], sub, cfg)
-        if cfg.embed_dim > 0:  # in place: the next block already sees the updated E
+        if learn_embed:  # in place: the next block already sees the updated E
             adamw_step(params["E"], {"E": g_E + grads["E"]}, opt["E"], sub, cfg)
         losses.append(float(loss))  # note: a CPU-GPU sync point on cupy
         ces.append(float(ce))
@@ -291,6 +361,108 @@ def noprop_chain(params, x, sched, rng=None):
             z = z + math.sqrt(c) * draw()                         # Eq. 3 noise
     head = params["head"]
     return z @ head["Wo"] + head["bo"], P_1                       # Eq. 14 logits, (B, m)
+
+
+# --- the integer LM: a fixed integer encoder, NoProp-DT blocks on top ---
+
+def features(acts):
+    """[LM-1] x = [rms(emb) | rms(y_1) | ... | rms(y_L)]: the integer LM's activities, each
+    (N, T, D) q4 int32 -> (N T, (L + 1) D) float32."""
+    xp = get_xp(acts[0])
+    D = acts[0].shape[-1]
+    flat = [a.reshape(-1, D).astype(xp.float32) for a in acts]
+    return xp.concatenate([a / xp.sqrt(xp.mean(a * a, axis=1, keepdims=True) + 1e-8)
+                           for a in flat], axis=1)
+
+
+def net_view(state, T, prefix=""):
+    """The flat state's arrays (the same arrays, not copies) in the toy's nested layout:
+    blocks[t - 1][k] = state[prefix + "block{t}.k"], head[k] = state[prefix + "head.k"]."""
+    return {"blocks": [{k: state[f"{prefix}block{t}.{k}"] for k in BLOCK_KEYS}
+                       for t in range(1, T + 1)],
+            "head": {k: state[f"{prefix}head.{k}"] for k in HEAD_KEYS}}
+
+
+def check_config(cfg):
+    for name in ("rows", "T", "hidden", "z0_draws"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.eta <= 0 or cfg.lr <= 0 or cfg.weight_decay < 0 or cfg.cos_s < 0:
+        raise ValueError("eta and lr must be > 0, weight_decay and cos_s >= 0")
+    if not 0 < cfg.abar_min < cfg.abar_max < 1:
+        raise ValueError(f"need 0 < abar_min < abar_max < 1, got {cfg.abar_min}, "
+                         f"{cfg.abar_max}")
+    if not (0 <= cfg.adam_b1 < 1 and 0 <= cfg.adam_b2 < 1 and cfg.adam_eps > 0):
+        raise ValueError("adam_b1 and adam_b2 must be in [0, 1), adam_eps > 0")
+
+
+def num_sequences(cfg):
+    return cfg.rows
+
+
+def init(params, cfg, mcfg, seed):
+    """State: the carried hidden state, the T blocks and the head (float32) with their AdamW
+    moments, and the K fixed z_0 draws of the predictive [LM-2]. The int8 LM is not copied:
+    it is the fixed encoder."""
+    check_config(cfg)
+    xp = lm.backend_of(params["emb"])
+    rng = make_rng(seed, 0)
+    F = (mcfg.n_layers + 1) * mcfg.d_model
+    blocks, head = init_blocks_and_head(rng, cfg.T, F, lm.VOCAB, lm.VOCAB, cfg.hidden, xp)
+    state = {"hidden": lm.zero_hidden(mcfg, cfg.rows, xp),             # (L, S, D) int8
+             "z0": normal(xp, (cfg.z0_draws, lm.VOCAB), xp.float32, seed, 7)}  # (K, 256)
+    for t, block in enumerate(blocks, start=1):
+        state.update({f"block{t}.{k}": v for k, v in block.items()})
+    state.update({f"head.{k}": v for k, v in head.items()})
+    for k in [k for k in state if k.startswith(("block", "head"))]:
+        state["adam_m." + k] = xp.zeros_like(state[k])
+        state["adam_v." + k] = xp.zeros_like(state[k])
+    return state
+
+
+def step(params, state, batch, t, cfg, mcfg, seed):
+    """One NoProp-DT minibatch (Alg. 1) on windows batch = (tokens (S, T + 1), reset): the
+    fixed integer LM encodes the windows [LM-1], then every block and the head take their
+    local steps. params is returned unchanged; the caller's state is not modified."""
+    tokens, reset = batch
+    xp = lm.backend_of(tokens)
+    state = {k: v.copy() for k, v in state.items()}
+    S, T = tokens.shape[0], tokens.shape[1] - 1
+    hidden = lm.zero_hidden(mcfg, S, xp) if reset else state["hidden"]
+    _, state["hidden"], acts = lm.forward(params, mcfg, tokens[:, :-1], hidden,
+                                          return_activations=True)
+    x, y = features(acts), tokens[:, 1:].reshape(-1).astype(xp.int64)   # (N, F), (N,)
+    net = dict(net_view(state, cfg.T), E={"E": xp.eye(lm.VOCAB, dtype=xp.float32)})  # one-hot
+    m, v = net_view(state, cfg.T, "adam_m."), net_view(state, cfg.T, "adam_v.")
+    opt = {"blocks": [{"m": a, "v": b} for a, b in zip(m["blocks"], v["blocks"])],
+           "head": {"m": m["head"], "v": v["head"]}}
+    sched = noise_schedule(cfg.T, cfg.cos_s, cfg.abar_min, cfg.abar_max)
+    out = noprop_train_step(net, opt, x, y, sched, t + 1, cfg, seed, learn_embed=False)
+    stats = {"loss": out["ce"] + out["kl"] + float(np.mean(out["block"])),  # Eq. 8, nats
+             "member_tokens": S * T, "ce_head": out["ce"], "loss_block1": out["block"][0],
+             f"loss_block{cfg.T}": out["block"][-1]}
+    return params, state, stats
+
+
+def predict(params, state, mcfg):
+    """[LM-2] the block-1 posterior on the integer LM's features -> log2 p (N, T, 256) float64,
+    averaged over the K fixed z_0 draws (in log space: no underflow)."""
+    block = {k: state["block1." + k] for k in BLOCK_KEYS}
+    z0 = state["z0"]                                              # (K, 256)
+
+    def fn(tokens, hidden):
+        _, hidden, acts = lm.forward(params, mcfg, tokens, hidden, return_activations=True)
+        xp = lm.backend_of(tokens)
+        x = features(acts)                                        # (N T, F)
+        log_mix = None
+        for z in z0:
+            s = block_logits(block, x, xp.broadcast_to(z, (len(x), len(z)))).astype(xp.float64)
+            s_max = s.max(axis=1, keepdims=True)
+            log_p = s - s_max - xp.log(xp.exp(s - s_max).sum(axis=1, keepdims=True))  # nats
+            log_mix = log_p if log_mix is None else xp.logaddexp(log_mix, log_p)
+        log2p = (log_mix - math.log(len(z0))) / math.log(2)      # (N T, 256)
+        return log2p.reshape(*tokens.shape, lm.VOCAB), hidden
+    return fn
 
 
 # --- toy classification task ---
@@ -324,7 +496,8 @@ def train_toy(cfg, xp=np):
         for i in range(0, cfg.n_train - cfg.batch_size + 1, cfg.batch_size):
             step += 1
             idx = xp.asarray(perm[i:i + cfg.batch_size])
-            stats = noprop_train_step(params, opt, x_tr[idx], y_tr[idx], sched, step, cfg)
+            stats = noprop_train_step(params, opt, x_tr[idx], y_tr[idx], sched, step, cfg,
+                                      cfg.seed, cfg.embed_dim > 0)
             history.append([stats["ce"], stats["kl"]] + stats["block"])
         ce, kl, *blocks = np.mean(history, axis=0)                # epoch means
         print(f"epoch {epoch + 1:2d}/{cfg.epochs} | ce {ce:.4f} | kl {kl:.4f} | block losses "
@@ -351,7 +524,7 @@ def evaluate(params, cfg, xp=np):
 # --- demo ---
 
 if __name__ == "__main__":
-    cfg = Config()
+    cfg = ToyConfig()
     print(cfg)
     t0 = time.time()
     params = train_toy(cfg)

@@ -3,6 +3,7 @@ updates, normalisation, the toy demo's accuracy, determinism and (with a GPU) cu
 
 $ python -m pytest tests/test_forward_forward.py -q
 """
+import re
 import sys
 import time
 from dataclasses import replace
@@ -55,7 +56,7 @@ def test_readout_gradients_match_finite_differences():
     rng = np.random.default_rng(1)
     readout = {"R": rng.standard_normal((7, 4)), "r": rng.standard_normal(4)}
     feats, y = rng.standard_normal((9, 7)), rng.integers(0, 4, 9)
-    _, grads = ff.readout_loss_and_grads(readout, feats, y)
+    _, grads, _ = ff.readout_loss_and_grads(readout, feats, y)
     err = fd_max_rel_error(
         lambda: float(ff.readout_loss_and_grads(readout, feats, y)[0]), readout, grads)
     assert err < FD_TOL, f"readout grads: max relative error {err:.2e} >= {FD_TOL:.0e}"
@@ -83,7 +84,7 @@ def snapshot(layers):
 
 
 def test_layer_step_touches_only_its_layer():
-    cfg = replace(ff.Config(), hidden=(32, 32, 32))
+    cfg = replace(ff.ToyConfig(), hidden=(32, 32, 32))
     layers, opts, x_pos, x_neg = toy_setup(cfg)
     before = snapshot(layers)
     x = np.concatenate([x_pos, x_neg])
@@ -98,7 +99,7 @@ def test_layer_step_touches_only_its_layer():
 def test_lower_layers_ignore_everything_above():
     """Locality: a full training step gives layers <= l exactly the same update whatever the
     layers above them are (no gradient and no signal flows down)."""
-    cfg = replace(ff.Config(), hidden=(32, 32, 32))
+    cfg = replace(ff.ToyConfig(), hidden=(32, 32, 32))
     layers_a, opts_a, x_pos, x_neg = toy_setup(cfg)
     layers_b, opts_b, _, _ = toy_setup(cfg)
     layers_b[2]["W"] *= -3.0                                      # a very different top layer
@@ -113,7 +114,7 @@ def test_lower_layers_ignore_everything_above():
 
 
 def test_toy_demo_beats_chance():
-    cfg = ff.Config()
+    cfg = ff.ToyConfig()
     t0 = time.time()
     layers, readout = ff.train_toy(cfg)
     acc_scan, acc_readout = ff.evaluate(layers, readout, cfg)
@@ -123,7 +124,7 @@ def test_toy_demo_beats_chance():
 
 
 def small_config(seed):
-    return replace(ff.Config(), seed=seed, hidden=(32, 32), epochs=1, n_train=400, n_test=200)
+    return replace(ff.ToyConfig(), seed=seed, hidden=(32, 32), epochs=1, n_train=400, n_test=200)
 
 
 def test_determinism():
@@ -141,7 +142,7 @@ def test_cupy_step_matches_numpy():
     cupy = pytest.importorskip("cupy")
     if not cupy.cuda.is_available():
         pytest.skip("cupy installed but no usable GPU")
-    cfg = replace(ff.Config(), hidden=(32, 32))
+    cfg = replace(ff.ToyConfig(), hidden=(32, 32))
     layers, opts, x_pos, x_neg = toy_setup(cfg)
     layers_g = [{k: cupy.asarray(v) for k, v in layer.items()} for layer in layers]
     opts_g = [ff.init_adam(layer) for layer in layers_g]
@@ -151,3 +152,228 @@ def test_cupy_step_matches_numpy():
     for a, b in zip(layers, layers_g):
         for k in a:  # float32, different BLAS: agree to rounding, not bit for bit
             np.testing.assert_allclose(cupy.asnumpy(b[k]), a[k], rtol=1e-4, atol=1e-5)
+
+# --- the integer LM (train.py --method forward_forward) ---
+
+import int_rnn_lm as lm  # noqa: E402
+
+# weights in int8 units are O(10-100), so a step of 1e-4 is what 1e-6 is for O(1) weights: with
+# 1e-6 float64 rounding of the O(1) loss dominates (error ~ 1/h, measured 2.6e-7)
+FD_H_INT8 = 1e-4
+
+
+def lm_setup(D=16, L=2, rows=4, seq=12, seed=0, **cfg_kw):
+    """A tiny LM, its FF state and the first few windows of the shipped text."""
+    cfg = replace(ff.Config(), rows=rows, **cfg_kw)
+    mcfg = lm.ModelConfig(d_model=D, n_layers=L)
+    params = lm.init_params(mcfg, seed)
+    train_bytes, val_bytes = lm.split_train_val(lm.load_bytes(lm.DEFAULT_DATA))
+    stream = lm.TrainStream(train_bytes, rows, seq)
+    return cfg, mcfg, params, ff.init(params, cfg, mcfg, seed), stream, val_bytes
+
+
+def random_rows(rng, R, D, sign_pattern=(1.0, -1.0)):
+    sign = np.array(sign_pattern * (R // 2))
+    weight = rng.random(R)
+    return sign, weight / weight.sum()
+
+
+def test_gru_cell_gradients_match_finite_differences():
+    """[FF-6] hand gradients of the GRU cell's local FF loss, with some of every clip saturated
+    (so the masks are exercised) and theta at the median goodness (all rows matter)."""
+    rng = np.random.default_rng(5)
+    D, R = 16, 12
+    w = {k: 60.0 * rng.standard_normal((D, D)) for k in ("w_f", "u_f", "w_h", "u_h")}
+    w.update({k: 20.0 * rng.standard_normal(D) for k in ("b_f", "b_h")})
+    n, s = 30.0 * rng.standard_normal((R, D)), 50.0 * rng.standard_normal((R, D))
+    sign, weight = random_rows(rng, R, D)
+    h = ff.gru_ff_loss_and_grads(w, n, s, sign, weight, 1.0)[2]
+    theta = float(np.median((h * h).sum(axis=1) / (256 * D)))
+    sat = np.mean(np.abs(np.clip(n @ w["w_f"].T / lm.matmul_divisor(D), -200, 200)) >= 127)
+    assert 0.02 < sat < 0.9, f"saturated fraction {sat:.2f}: the clip masks would go untested"
+    _, grads, _ = ff.gru_ff_loss_and_grads(w, n, s, sign, weight, theta)
+    err = fd_max_rel_error(
+        lambda: float(ff.gru_ff_loss_and_grads(w, n, s, sign, weight, theta)[0]), w, grads,
+        h=FD_H_INT8)
+    assert err < FD_TOL, (f"GRU cell grads: max relative error {err:.2e} >= {FD_TOL:.0e} "
+                          "(measured 2.6e-09)")
+
+
+def test_mlp_gradients_match_finite_differences():
+    rng = np.random.default_rng(6)
+    D, R = 16, 12
+    w = {"mlp1": 60.0 * rng.standard_normal((4 * D, D)),
+         "mlp2": 20.0 * rng.standard_normal((D, 4 * D))}
+    m = 30.0 * rng.standard_normal((R, D))
+    sign, weight = random_rows(rng, R, D)
+    o = ff.mlp_ff_loss_and_grads(w, m, sign, weight, 1.0)[2]
+    sat = np.mean(np.abs(o) >= 127)
+    assert 0.02 < sat < 0.9, f"saturated fraction {sat:.2f}: the clip masks would go untested"
+    theta = float(np.median((o * o).sum(axis=1) / (256 * D)))
+    _, grads, _ = ff.mlp_ff_loss_and_grads(w, m, sign, weight, theta)
+    err = fd_max_rel_error(
+        lambda: float(ff.mlp_ff_loss_and_grads(w, m, sign, weight, theta)[0]), w, grads,
+        h=FD_H_INT8)
+    assert err < FD_TOL, (f"MLP grads: max relative error {err:.2e} >= {FD_TOL:.0e} "
+                          "(measured 1.3e-09)")
+
+
+def test_surrogate_tracks_the_integer_cell():
+    """[FF-6] at int8 weights and integer inputs the float surrogate is the integer GRU step
+    without the floors: within a few int8 units of it."""
+    cfg, mcfg, params, _, stream, _ = lm_setup(L=1)
+    tokens, _ = stream.batch(0)
+    n, s_prev, _, _, _ = ff.block_states(params, "l0.", lm.embed(params, tokens[:, :-1], None),
+                                         lm.zero_hidden(mcfg, cfg.rows)[0])
+    h_int, _ = lm.gru_scan(params, "l0.", n, lm.zero_hidden(mcfg, cfg.rows)[0], None)
+    w = {k: params["l0." + k].astype(np.float64) for k in ff.GRU_NAMES}
+    D = mcfg.d_model
+    R = n.size // D
+    h = ff.gru_ff_loss_and_grads(w, n.reshape(R, D).astype(float), s_prev.reshape(R, D)
+                                 .astype(float), np.ones(R), np.full(R, 1 / R), 1.0)[2]
+    diff = np.abs(h - h_int.reshape(R, D)).max()
+    assert diff <= 4, f"surrogate vs integer state: max difference {diff} int8 units (2.7)"
+
+
+def test_block_states_and_teacher_forced_step_match_the_model():
+    """block_states is lm.block bit for bit, and one teacher-forced step from the real previous
+    states on the real bytes reproduces the scan exactly: a negative differs from its positive
+    only by its byte [FF-8]."""
+    cfg, mcfg, params, _, stream, _ = lm_setup()
+    tokens, _ = stream.batch(0)
+    x = tokens[:, :-1]
+    S, T, D = x.shape[0], x.shape[1], mcfg.d_model
+    hidden = lm.zero_hidden(mcfg, S)
+    _, final, acts = lm.forward(params, mcfg, x, hidden, return_activations=True)
+    y, y_step = acts[0], acts[0].reshape(S * T, 1, D)
+    for i in range(mcfg.n_layers):
+        n, s_prev, m, y, s_last = ff.block_states(params, f"l{i}.", y, hidden[i])
+        np.testing.assert_array_equal(y, acts[i + 1], err_msg=f"layer {i} output")
+        np.testing.assert_array_equal(s_last, final[i], err_msg=f"layer {i} state")
+        _, _, _, y_step, _ = ff.block_states(params, f"l{i}.", y_step, s_prev.reshape(S * T, D))
+        np.testing.assert_array_equal(y_step.reshape(S, T, D), y, err_msg=f"layer {i} step")
+
+
+def test_negatives_are_wrong_bytes():
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 4, (8, 50)).astype(np.uint8)              # few symbols: many collisions
+    Q = rng.dirichlet(np.ones(256), (8, 50))
+    cfg = replace(ff.Config(), hard_frac=1.0, hard_after=0)
+    neg, weight = ff.draw_negatives(x, Q, 3, cfg, seed=0)
+    assert np.all(neg[:, 1:] != x[:, 1:]), "a readout negative equals the real byte"
+    np.testing.assert_array_equal(weight, (neg != x).astype(np.float32))
+    uni, w_uni = ff.draw_negatives(x, Q, 3, replace(cfg, hard_frac=0.0), seed=0)
+    assert set(np.unique(uni)) <= set(np.unique(x)), "unigram negatives come from the batch"
+    assert 0.5 < w_uni.mean() < 0.95, f"kept fraction {w_uni.mean():.2f} for 4 symbols"
+
+
+def flat_state(params, state):
+    return {**{"param/" + k: v.copy() for k, v in params.items()},
+            **{"state/" + k: v.copy() for k, v in state.items()}}
+
+
+def test_layer_step_touches_only_its_layer():
+    """Locality: block 0's local step changes block 0's int8 weights, masters and moments and
+    nothing else: not block 1, not the embedding, the norms, the head or the readout."""
+    cfg, mcfg, params, state, stream, _ = lm_setup()
+    _, state, _ = ff.step(params, state, stream.batch(0), 0, cfg, mcfg, 0)
+    before = flat_state(params, state)
+    rng = np.random.default_rng(8)
+    R, D = 20, mcfg.d_model
+    rows = tuple(np.rint(30 * rng.standard_normal((R, D))).astype(np.float32) for _ in range(3))
+    sign, weight = random_rows(rng, R, D)
+    ff.layer_step(params, state, 0, rows, sign.astype(np.float32), weight.astype(np.float32),
+                  1, cfg)
+    after = flat_state(params, state)
+    changed = {k for k in before if not np.array_equal(before[k], after[k])}
+    own = {f"{kind}{pre}l0.{k}" for k in ff.GRU_NAMES + ff.MLP_NAMES
+           for kind, pre in (("param/", ""), ("state/", "master."), ("state/", "adam_m."),
+                             ("state/", "adam_v."))}
+    assert changed <= own, f"outside block 0: {sorted(changed - own)}"
+    assert {f"state/master.l0.{k}" for k in ff.GRU_NAMES + ff.MLP_NAMES} <= changed
+
+
+def test_lower_layers_ignore_layers_above():
+    """With unigram negatives only, block 0's whole trajectory over several steps is the same
+    whatever block 1's weights are (no gradient or signal flows down)."""
+    runs = []
+    for flip in (False, True):
+        cfg, mcfg, params, state, stream, _ = lm_setup(hard_frac=0.0)
+        if flip:
+            for k in ff.GRU_NAMES + ff.MLP_NAMES:
+                params["l1." + k] = lm.sat8(-3 * lm.wide(params["l1." + k]))
+                state["master.l1." + k] = params["l1." + k].astype(np.float32)
+        for t in range(3):
+            params, state, _ = ff.step(params, state, stream.batch(t), t, cfg, mcfg, 0)
+        runs.append(flat_state(params, state))
+    a, b = runs
+    for k in a:
+        if ".l0." in k or k.startswith("param/l0."):
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert not np.array_equal(a["param/l1.w_f"], b["param/l1.w_f"])  # the test can fail
+
+
+def test_step_quantises_masters_and_leaves_untrained_tensors():
+    cfg, mcfg, params, state, stream, _ = lm_setup()
+    new, new_state = params, state
+    for t in range(2):
+        new, new_state, _ = ff.step(new, new_state, stream.batch(t), t, cfg, mcfg, 0)
+    trained = {f"l{i}.{k}" for i in range(mcfg.n_layers) for k in ff.GRU_NAMES + ff.MLP_NAMES}
+    for k in params:
+        if k in trained:
+            master = new_state["master." + k]
+            expect = np.clip(np.rint(master), -127, 127).astype(np.int8)   # [FF-9]
+            np.testing.assert_array_equal(new[k], expect, err_msg=k)
+        else:
+            np.testing.assert_array_equal(new[k], params[k], err_msg=f"{k} is not trained")
+    assert any(not np.array_equal(new[k], params[k]) for k in trained), "nothing moved"
+
+
+def test_predict_is_normalised():
+    cfg, mcfg, params, state, stream, val_bytes = lm_setup()
+    for t in range(3):
+        params, state, _ = ff.step(params, state, stream.batch(t), t, cfg, mcfg, 0)
+    windows = lm.val_windows(val_bytes, 3, 20)
+    log2p, hidden = ff.predict(params, state, mcfg)(windows[:, :-1], lm.zero_hidden(mcfg, 3))
+    assert log2p.shape == (3, 20, 256) and log2p.dtype == np.float64
+    assert hidden.shape == (mcfg.n_layers, 3, mcfg.d_model) and hidden.dtype == np.int8
+    total = np.exp2(log2p).sum(axis=-1)
+    assert np.abs(total - 1).max() < 1e-9, f"sum of p - 1: {np.abs(total - 1).max():.1e}"
+    assert np.ptp(log2p) > 0.1, "the readout did not move off uniform"
+
+
+def test_short_lm_run_lowers_val_bpb():
+    cfg, mcfg, params, state, stream, val_bytes = lm_setup(D=32, L=1, rows=32, seq=50)
+    windows = lm.val_windows(val_bytes, 16, 64)
+    v0 = lm.evaluate(params, mcfg, windows, ff.predict(params, state, mcfg))
+    t0 = time.time()
+    for t in range(40):
+        params, state, stats = ff.step(params, state, stream.batch(t), t, cfg, mcfg, 0)
+    v1 = lm.evaluate(params, mcfg, windows, ff.predict(params, state, mcfg))
+    msg = (f"val bits/byte {v0:.3f} -> {v1:.3f} in 40 steps ({time.time() - t0:.1f} s); "
+           f"FF losses {stats['ff_l0_gru']:.3f} / {stats['ff_l0_mlp']:.3f} "
+           "(measured 8.000 -> 4.239 in 1.6 s, FF losses 0.681 / 0.685; unigram 4.83)")
+    assert v0 == 8.0 and v1 < 4.6, msg
+
+
+def test_lm_step_determinism():
+    runs = []
+    for seed in (3, 3, 4):
+        cfg, mcfg, params, state, stream, _ = lm_setup(hard_after=1)
+        for t in range(3):
+            params, state, _ = ff.step(params, state, stream.batch(t), t, cfg, mcfg, seed)
+        runs.append(flat_state(params, state))
+    a, b, c = runs
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=f"same seed, {k} differs")
+    assert not np.array_equal(a["state/master.l0.w_f"], c["state/master.l0.w_f"]), \
+        "the seed had no effect on the negatives"
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("rows", 0, "rows must be >= 1"), ("theta", 0.0, "theta must be > 0"),
+    ("hard_frac", 1.5, "hard_frac must be in [0, 1]"), ("readout_lr", 0.0, "readout_lr > 0"),
+    ("hard_after", -1, "hard_after must be >= 0")])
+def test_check_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ff.check_config(replace(ff.Config(), **{field: value}))

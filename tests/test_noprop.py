@@ -4,6 +4,7 @@ accuracy, determinism and (with a GPU) cupy == numpy.
 
 $ python -m pytest tests/test_noprop.py -q
 """
+import re
 import sys
 import time
 from dataclasses import replace
@@ -119,11 +120,11 @@ def copy_blocks(params):
 
 
 def test_block_step_touches_only_its_block():
-    cfg = replace(noprop.Config(), T=4, hidden=32)
+    cfg = replace(noprop.ToyConfig(), T=4, hidden=32)
     params, opt, x, y, sched = toy_setup(cfg)
     before, E = copy_blocks(params), params["E"]["E"].copy()
     head = {k: v.copy() for k, v in params["head"].items()}
-    noprop.noprop_block_step(params, opt, 3, x, y, sched, 1, cfg)
+    noprop.noprop_block_step(params, opt, 3, x, y, sched, 1, cfg, cfg.seed, False)
     for t, (blk, old) in enumerate(zip(params["blocks"], before), start=1):
         same = all(np.array_equal(blk[k], old[k]) for k in blk)
         assert same == (t != 3), f"block {t}: changed={not same}, only block 3 may change"
@@ -135,21 +136,21 @@ def test_block_update_ignores_other_blocks():
     """Locality: with fixed one-hot E, block t's trajectory over several full training steps
     is bit-identical whatever the other blocks' parameters are (no activation or gradient
     crosses blocks: z_{t-1} is sampled from q, not produced by block t-1)."""
-    cfg = replace(noprop.Config(), T=4, hidden=32)
+    cfg = replace(noprop.ToyConfig(), T=4, hidden=32)
     params_a, opt_a, x, y, sched = toy_setup(cfg)
     params_b, opt_b, _, _, _ = toy_setup(cfg)
     for t in (1, 2, 4):                                           # all blocks but block 3
         params_b["blocks"][t - 1]["W1"] *= -2.0
     for step in (1, 2, 3):
-        noprop.noprop_train_step(params_a, opt_a, x, y, sched, step, cfg)
-        noprop.noprop_train_step(params_b, opt_b, x, y, sched, step, cfg)
+        noprop.noprop_train_step(params_a, opt_a, x, y, sched, step, cfg, 0, False)
+        noprop.noprop_train_step(params_b, opt_b, x, y, sched, step, cfg, 0, False)
     for k in params_a["blocks"][2]:
         assert np.array_equal(params_a["blocks"][2][k], params_b["blocks"][2][k]), k
     assert not np.array_equal(params_a["blocks"][1]["W1"], params_b["blocks"][1]["W1"])
 
 
 def test_toy_demo_beats_chance():
-    cfg = noprop.Config()
+    cfg = noprop.ToyConfig()
     t0 = time.time()
     res = noprop.evaluate(noprop.train_toy(cfg), cfg)
     msg = (f"{res}, chance 0.100, {time.time() - t0:.1f} s"
@@ -158,7 +159,7 @@ def test_toy_demo_beats_chance():
 
 
 def test_learned_embeddings_train():
-    cfg = replace(noprop.Config(), embed_dim=20, T=4, epochs=4, hidden=128)
+    cfg = replace(noprop.ToyConfig(), embed_dim=20, T=4, epochs=4, hidden=128)
     E0 = noprop.init_params(cfg, cfg.n_features, np)["E"]["E"]
     params = noprop.train_toy(cfg)
     res = noprop.evaluate(params, cfg)
@@ -167,7 +168,7 @@ def test_learned_embeddings_train():
 
 
 def small_config(seed):
-    return replace(noprop.Config(), seed=seed, T=3, hidden=32, epochs=1, n_train=320,
+    return replace(noprop.ToyConfig(), seed=seed, T=3, hidden=32, epochs=1, n_train=320,
                    n_test=100, embed_dim=8)
 
 
@@ -188,15 +189,138 @@ def test_cupy_step_matches_numpy():
     cupy = pytest.importorskip("cupy")
     if not cupy.cuda.is_available():
         pytest.skip("cupy installed but no usable GPU")
-    cfg = replace(noprop.Config(), T=3, hidden=32, embed_dim=8)
+    cfg = replace(noprop.ToyConfig(), T=3, hidden=32, embed_dim=8)
     params, opt, x, y, sched = toy_setup(cfg)
     params_g = noprop.init_params(cfg, cfg.n_features, cupy)
     opt_g = noprop.init_opt(params_g)
     for step in (1, 2):
-        noprop.noprop_train_step(params, opt, x, y, sched, step, cfg)
+        noprop.noprop_train_step(params, opt, x, y, sched, step, cfg, 0, True)
         noprop.noprop_train_step(params_g, opt_g, cupy.asarray(x), cupy.asarray(y), sched,
-                                 step, cfg)
+                                 step, cfg, 0, True)
     for a, b in zip(params["blocks"] + [params["head"], params["E"]],
                     params_g["blocks"] + [params_g["head"], params_g["E"]]):
         for k in a:  # float32, different BLAS: agree to rounding, not bit for bit
             np.testing.assert_allclose(cupy.asnumpy(b[k]), a[k], rtol=1e-4, atol=1e-5)
+
+# --- the integer LM (train.py --method noprop) ---
+
+import int_rnn_lm as lm  # noqa: E402
+
+
+def lm_setup(D=16, L=2, rows=4, seq=12, seed=0, **cfg_kw):
+    """A tiny LM (the fixed encoder), the NoProp state and the first windows of the text."""
+    cfg = replace(noprop.Config(), rows=rows, **{"T": 4, "hidden": 32, **cfg_kw})
+    mcfg = lm.ModelConfig(d_model=D, n_layers=L)
+    params = lm.init_params(mcfg, seed)
+    train_bytes, val_bytes = lm.split_train_val(lm.load_bytes(lm.DEFAULT_DATA))
+    stream = lm.TrainStream(train_bytes, rows, seq)
+    return cfg, mcfg, params, noprop.init(params, cfg, mcfg, seed), stream, val_bytes
+
+
+def test_one_hot_gradients_without_embedding_paths_match_finite_differences():
+    """The LM's setting: fixed one-hot E, embed_grad=False (the E paths are skipped)."""
+    block, head, _, x, y, eps = small_problem(3, m=6, d=6)
+    E = np.eye(6)
+
+    def block_loss():
+        return float(noprop.noprop_block_loss_and_grads(block, E, x, y, eps, 0.37, 0.2,
+                                                        embed_grad=False)[0])
+
+    def head_loss():
+        ce, kl, _ = noprop.noprop_head_loss_and_grads(head, E, y, eps, 0.9, 0.3,
+                                                      embed_grad=False)
+        return float(ce + kl)
+
+    _, g_block = noprop.noprop_block_loss_and_grads(block, E, x, y, eps, 0.37, 0.2,
+                                                    embed_grad=False)
+    _, _, g_head = noprop.noprop_head_loss_and_grads(head, E, y, eps, 0.9, 0.3, embed_grad=False)
+    assert "E" not in g_block and "E" not in g_head
+    err = max(fd_max_rel_error(block_loss, block, g_block),
+              fd_max_rel_error(head_loss, head, g_head))
+    assert err < FD_TOL, f"one-hot block + head grads: max rel error {err:.2e} (measured 3.8e-09)"
+
+
+def flat(params, state):
+    return {**{"param/" + k: v.copy() for k, v in params.items()},
+            **{"state/" + k: v.copy() for k, v in state.items()}}
+
+
+def test_lm_step_keeps_the_encoder_and_each_block_to_itself():
+    """The int8 LM (the fixed encoder) is returned bit-identical, the caller's state is not
+    modified, and block t's trajectory over several steps does not depend on the other
+    blocks' weights (no activation or gradient crosses blocks)."""
+    runs = []
+    for perturb in (False, True):
+        cfg, mcfg, params, state, stream, _ = lm_setup()
+        if perturb:
+            for t in (1, 2, 4):                                   # all blocks but block 3
+                state[f"block{t}.W1"] = -2.0 * state[f"block{t}.W1"]
+        p0, s0 = flat(params, {}), flat({}, state)
+        for t in range(3):
+            params, new_state, _ = noprop.step(params, state, stream.batch(t), t, cfg, mcfg, 0)
+            if t == 0:
+                assert all(np.array_equal(s0[k], v) for k, v in flat({}, state).items()), \
+                    "step modified the caller's state"
+            state = new_state
+        after = flat(params, state)
+        assert all(np.array_equal(p0[k], after[k]) for k in p0), "the int8 LM changed"
+        runs.append(after)
+    a, b = runs
+    for k in a:
+        if k.startswith(("state/block3.", "state/adam_m.block3.", "state/adam_v.block3.")):
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert not np.array_equal(a["state/block2.W2"], b["state/block2.W2"])  # the test can fail
+
+
+def test_predict_is_normalised_block_one_posterior():
+    cfg, mcfg, params, state, stream, val_bytes = lm_setup(z0_draws=1)
+    for t in range(2):
+        params, state, _ = noprop.step(params, state, stream.batch(t), t, cfg, mcfg, 0)
+    windows = lm.val_windows(val_bytes, 3, 20)
+    h0 = lm.zero_hidden(mcfg, 3)
+    log2p, hidden = noprop.predict(params, state, mcfg)(windows[:, :-1], h0)
+    assert log2p.shape == (3, 20, 256) and log2p.dtype == np.float64
+    assert hidden.shape == (mcfg.n_layers, 3, mcfg.d_model) and hidden.dtype == np.int8
+    total = np.exp2(log2p).sum(axis=-1)
+    assert np.abs(total - 1).max() < 1e-9, f"sum of p - 1: {np.abs(total - 1).max():.1e}"
+    _, _, acts = lm.forward(params, mcfg, windows[:, :-1], h0, return_activations=True)
+    x = noprop.features(acts).astype(np.float64)
+    block = {k: state["block1." + k].astype(np.float64) for k in noprop.BLOCK_KEYS}
+    P = noprop.block_probs(block, x, np.broadcast_to(state["z0"][0], (len(x), 256)))
+    np.testing.assert_allclose(np.exp2(log2p).reshape(-1, 256), P, atol=1e-6)  # [LM-2], K = 1
+
+
+def test_short_lm_run_lowers_val_bpb():
+    cfg, mcfg, params, state, stream, val_bytes = lm_setup(D=32, L=1, rows=16, seq=50, T=4,
+                                                           hidden=64, lr=3e-3)
+    windows = lm.val_windows(val_bytes, 16, 64)
+    v0 = lm.evaluate(params, mcfg, windows, noprop.predict(params, state, mcfg))
+    t0 = time.time()
+    for t in range(40):
+        params, state, stats = noprop.step(params, state, stream.batch(t), t, cfg, mcfg, 0)
+    v1 = lm.evaluate(params, mcfg, windows, noprop.predict(params, state, mcfg))
+    msg = (f"val bits/byte {v0:.3f} -> {v1:.3f} in 40 steps ({time.time() - t0:.1f} s), "
+           f"Eq. 8 loss {stats['loss']:.3f} (measured 8.267 -> 4.872 in 5.6 s; unigram 4.83)")
+    assert v1 < v0 - 2.5 and v1 < 5.5, msg
+
+
+def test_lm_step_determinism():
+    runs = []
+    for seed in (3, 3, 4):
+        cfg, mcfg, params, state, stream, _ = lm_setup(seed=0)
+        for t in range(2):
+            params, state, _ = noprop.step(params, state, stream.batch(t), t, cfg, mcfg, seed)
+        runs.append(flat(params, state))
+    a, b, c = runs
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=f"same seed, {k} differs")
+    assert not np.array_equal(a["state/block1.W1"], c["state/block1.W1"]), "seed had no effect"
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("rows", 0, "rows must be >= 1"), ("T", 0, "T must be >= 1"),
+    ("z0_draws", 0, "z0_draws must be >= 1"), ("lr", 0.0, "eta and lr must be > 0"),
+    ("abar_max", 1.0, "need 0 < abar_min < abar_max < 1"), ("adam_b2", 1.0, "adam_b1 and")])
+def test_check_config_rejects_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        noprop.check_config(replace(noprop.Config(), **{field: value}))
