@@ -169,7 +169,8 @@ def get_xp(x):
 
 
 def make_rng(seed, *keys):
-    """A host generator that is a pure function of (seed, *keys); no global RNG state."""
+    """A host generator that is a pure function of (seed, *keys); no global RNG state.
+    First key = purpose: 0 init, 1 task, 2 shuffling, 3 toy negatives, 4 LM negatives."""
     return np.random.default_rng([seed, *keys])
 
 
@@ -350,13 +351,13 @@ def draw_negatives(x, Q, t, cfg, seed):
     (S, T) uint8 and weights (S, T): 0 where a unigram draw hit the real byte."""
     xp = lm.backend_of(x)
     S, T = x.shape
-    rng = make_rng(seed, 0xFF, t)
+    rng = make_rng(seed, 4, t)
     uni = x.reshape(-1)[xp.asarray(rng.integers(0, S * T, (S, T)))]  # the batch's unigram
     hard = rng.random((S, T)) < (cfg.hard_frac if t >= cfg.hard_after else 0.0)
     hard[:, 0] = False                                            # no prediction for byte 0
     u = xp.asarray(rng.random((S, T - 1, 1)))                     # inverse-CDF uniforms
-    P = Q[:, :-1].astype(xp.float64)                              # p(x_t | x_<t), t >= 1
-    xp.put_along_axis(P, x[:, 1:, None].astype(xp.int64), 0.0, axis=-1)  # remove the real byte
+    real = xp.arange(lm.VOCAB) == x[:, 1:, None]                  # (S, T - 1, 256) one-hot
+    P = Q[:, :-1].astype(xp.float64) * ~real                      # p(x_t | x_<t), real byte out
     cdf = xp.cumsum(P, axis=-1)                                   # (S, T - 1, 256)
     pick = xp.minimum((cdf < u * cdf[..., -1:]).sum(axis=-1), 255)  # (S, T - 1)
     model = xp.concatenate([uni[:, :1], pick.astype(xp.uint8)], axis=1)

@@ -156,7 +156,8 @@ def get_xp(x):
 
 def make_rng(seed, *keys):
     """A host generator that is a pure function of (seed, *keys); no global RNG state.
-    First key = purpose: 0 init, 1 task, 2 shuffling, 4 block noise, 5 head noise, 6 eval."""
+    First key = purpose: 0 init, 1 task, 2 shuffling, 4 block noise, 5 head noise, 6 eval,
+    7 the LM predictive's z_0 draws."""
     return np.random.default_rng([seed, *keys])
 
 
