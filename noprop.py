@@ -34,7 +34,9 @@ What this file simplifies or departs from:
 - every minibatch visits t = 1..T in turn (Alg. 1's per-t update of block t, head and E, with
   fresh noise), instead of looping over t outside the minibatch loop;
 - the cosine schedule is ours (the paper gives no formula): Nichol-Dhariwal cosine flipped to
-  the NoProp time direction, abar clipped to [1e-3, 0.99] so that SNR(T) stays finite;
+  the NoProp time direction, abar clipped to [1e-3, 0.99] so that SNR(T) stays finite; for
+  T >= 18 that clip flattens the top end (block T would get weight 0), so the LM's
+  check_config refuses such T unless abar_max is raised;
 - embeddings: fixed one-hot E by default (blocks fully independent; the KL is then a
   constant); embed_dim > 0 learns E from random unit-norm rows instead of orthogonal ones;
 - the "deterministic chain" (eps = 0 and z_0 = 0) is an extra readout, not in the paper;
@@ -403,6 +405,10 @@ def check_config(cfg):
     if not 0 < cfg.abar_min < cfg.abar_max < 1:
         raise ValueError(f"need 0 < abar_min < abar_max < 1, got {cfg.abar_min}, "
                          f"{cfg.abar_max}")
+    abar = noise_schedule(cfg.T, cfg.cos_s, cfg.abar_min, cfg.abar_max)["abar"]
+    if not np.all(np.diff(abar) > 0):  # the clips flatten the cosine's ends when T is large
+        raise ValueError(f"T = {cfg.T}: the clipped cosine schedule is flat at an end (abar "
+                         f"{abar[1]:.4f} .. {abar[-2]:.4f}); lower T or widen abar_min/max")
     if not (0 <= cfg.adam_b1 < 1 and 0 <= cfg.adam_b2 < 1 and cfg.adam_eps > 0):
         raise ValueError("adam_b1 and adam_b2 must be in [0, 1), adam_eps > 0")
 

@@ -52,6 +52,25 @@ def test_schedule_endpoints_and_time_direction():
     assert np.isnan(s["a"][0]) and not np.any(np.isnan(s["a"][1:]))
 
 
+@pytest.mark.parametrize("T,abar_max", [(1, 0.99), (2, 0.99), (4, 0.99), (17, 0.99),
+                                         (25, 0.999)])
+def test_schedule_endpoints_and_direction_for_any_T(T, abar_max):
+    """The LM runs take --T, --abar_min, --abar_max: every setting check_config accepts must
+    keep the endpoints and the direction (t = 0 noise, t = T label, SNR increasing)."""
+    cfg = replace(noprop.Config(), T=T, abar_max=abar_max)
+    noprop.check_config(cfg)
+    s = noprop.noise_schedule(T, cfg.cos_s, cfg.abar_min, cfg.abar_max)
+    assert s["abar"][0] == cfg.abar_min and s["abar"][T] == cfg.abar_max, s["abar"]
+    assert np.all(np.diff(s["abar"]) > 0) and np.all(np.diff(s["snr"]) > 0), s["abar"]
+    assert np.all((s["c"][1:] > 0) & (s["a"][1:] > 0) & (s["b"][1:] > 0))
+
+
+def test_check_config_rejects_a_flat_schedule():
+    """With abar_max = 0.99 the clipped cosine is flat at the top for T >= 18."""
+    with pytest.raises(ValueError, match="flat at an end"):
+        noprop.check_config(replace(noprop.Config(), T=18))
+
+
 def test_schedule_posterior_identities():
     """Chaining the Eq. 3 step with the true u_y reproduces q(z_t|y) (Eq. 6) exactly, and
     a_t^2 / c_t = SNR(t) - SNR(t-1) (the KL collapse of Eq. 56)."""
