@@ -222,7 +222,8 @@ def int_matmul(x, w):
         x8 = x.reshape(-1, n).astype(xp.int8)          # exact: x holds int8 values
         return _cublas_int8_tn(x8, w).reshape(*x.shape[:-1], w.shape[0])
     ft = xp.float32 if n <= EXACT_F32_MAX_N else xp.float64
-    return (x.astype(ft) @ w.astype(ft).T).astype(xp.int32)
+    x2 = x.reshape(-1, n).astype(ft)       # 2-D, so BLAS sees one big GEMM, not a stack of small
+    return (x2 @ w.astype(ft).T).astype(xp.int32).reshape(*x.shape[:-1], w.shape[0])
 
 
 def int_bmm(x, y):
