@@ -71,7 +71,7 @@ an argmax prediction, but no likelihood: the head sees near-clean z_T and is ove
 
 Measured (2 shared CPU cores, OPENBLAS_NUM_THREADS=1, D = 64, L = 1, tinyshakespeare; val
 unigram 4.83, bigram 3.59 bits/byte): the default run (120 steps of 20 x 100 bytes) reaches
-3.65 bits/byte in 2.7 min at load 4; 16 windows: 3.69 in 1.5 min at load 2; with the paper's lr
+3.645 bits/byte in 105 s at load 3; 16 windows: 3.69 in 1.5 min at load 2; with the paper's lr
 1e-3: 3.90 after 90 steps of 32 windows. [LM-2] with K = 1 / 4 / 16 draws: 3.78 / 3.70 /
 3.68 (z_0 = 0: 3.79). Val accuracy (argmax): block 1 31 %, deterministic chain 30 %,
 stochastic chain 22 %, most frequent byte 15 %. About 90 % of a step trains blocks 2..T
