@@ -172,8 +172,9 @@ def lm_setup(D=16, L=2, rows=4, seq=12, seed=0, **cfg_kw):
     return cfg, mcfg, params, ff.init(params, cfg, mcfg, seed), stream, val_bytes
 
 
-def random_rows(rng, R, D, sign_pattern=(1.0, -1.0)):
-    sign = np.array(sign_pattern * (R // 2))
+def random_rows(rng, R):
+    """Alternating positive / negative rows with random weights summing to 1."""
+    sign = np.array((1.0, -1.0) * (R // 2))
     weight = rng.random(R)
     return sign, weight / weight.sum()
 
@@ -186,7 +187,7 @@ def test_gru_cell_gradients_match_finite_differences():
     w = {k: 60.0 * rng.standard_normal((D, D)) for k in ("w_f", "u_f", "w_h", "u_h")}
     w.update({k: 20.0 * rng.standard_normal(D) for k in ("b_f", "b_h")})
     n, s = 30.0 * rng.standard_normal((R, D)), 50.0 * rng.standard_normal((R, D))
-    sign, weight = random_rows(rng, R, D)
+    sign, weight = random_rows(rng, R)
     h = ff.gru_ff_loss_and_grads(w, n, s, sign, weight, 1.0)[2]
     theta = float(np.median((h * h).sum(axis=1) / (256 * D)))
     sat = np.mean(np.abs(np.clip(n @ w["w_f"].T / lm.matmul_divisor(D), -200, 200)) >= 127)
@@ -205,7 +206,7 @@ def test_mlp_gradients_match_finite_differences():
     w = {"mlp1": 60.0 * rng.standard_normal((4 * D, D)),
          "mlp2": 20.0 * rng.standard_normal((D, 4 * D))}
     m = 30.0 * rng.standard_normal((R, D))
-    sign, weight = random_rows(rng, R, D)
+    sign, weight = random_rows(rng, R)
     o = ff.mlp_ff_loss_and_grads(w, m, sign, weight, 1.0)[2]
     sat = np.mean(np.abs(o) >= 127)
     assert 0.02 < sat < 0.9, f"saturated fraction {sat:.2f}: the clip masks would go untested"
@@ -281,7 +282,7 @@ def test_layer_step_touches_only_its_layer():
     rng = np.random.default_rng(8)
     R, D = 20, mcfg.d_model
     rows = tuple(np.rint(30 * rng.standard_normal((R, D))).astype(np.float32) for _ in range(3))
-    sign, weight = random_rows(rng, R, D)
+    sign, weight = random_rows(rng, R)
     ff.layer_step(params, state, 0, rows, sign.astype(np.float32), weight.astype(np.float32),
                   1, cfg)
     after = flat_state(params, state)
