@@ -14,6 +14,13 @@ Tables (DESIGN §8):
   3. naive ES vs EGGROLL per member-token at the same population, and noise bytes per member.
 GPU timings use CUDA events after a warm-up; CPU timings use perf_counter.
 """
+import os
+
+# The model's GEMMs are small and many: one BLAS thread per process was 2.5-4x faster than
+# OpenBLAS's default on our 2-core machine whenever anything else ran (61k vs 23k member-tok/s
+# for EGGROLL). Set before numpy loads; an explicit OPENBLAS_NUM_THREADS in the environment wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import math
 import time
