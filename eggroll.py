@@ -62,7 +62,7 @@ GPU_DEFAULTS = dict(population=8192, group_size=16, time_chunk=25, member_chunk=
 # train.py run settings. CPU: 25-byte windows (the state still carries across them) learned
 # more per member-token than the paper's 100 in our 2-minute runs: 4.82 vs 5.27 val bits/byte
 # after 2.05 M member-tokens (README "Explanation of atypical hyperparameters").
-RUN_DEFAULTS = {"cpu": dict(steps=300, seq_len=25, eval_every=50, log_every=10),
+RUN_DEFAULTS = {"cpu": dict(steps=500, seq_len=25, eval_every=50, log_every=10),
                 "cuda": dict(steps=1000, seq_len=100, eval_every=25, log_every=5)}
 
 
