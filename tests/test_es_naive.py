@@ -213,7 +213,8 @@ def test_materialised_eggroll_noise_gives_eggroll_bit_for_bit():
     """es_naive handed EGGROLL's noise (E_k = A_k B_k^T, shift 4 + σ̂, std 256) computes exactly
     EGGROLL's fitnesses, hidden states, thresholds and updated params, at steps 0, 1, 2 and 60
     (thresholds ⌊256 z_{1-α/2} √8⌋ = 0, 13, 26, 458; with s = 16 instead of the noise's own
-    std 256 they would be 16x smaller and the updates would differ). Different member chunking on the two sides. Tolerance: none (integers)."""
+    std 256 they would be 16x smaller and the updates would differ). Different member chunking
+    on the two sides. Tolerance: none (integers)."""
     mcfg = lm.ModelConfig(16, 2)
     ecfg = eggroll.Config(population=16, group_size=4, rank=1, time_chunk=7, member_chunk=0)
     cfg = es_naive.Config(population=16, group_size=4, time_chunk=7, member_chunk=6)
