@@ -32,3 +32,21 @@ def cupy_or_skip():
         pytest.skip("cupy: no usable GPU")
     import cupy
     return cupy
+
+
+def fd_max_rel_error(loss_fn, params, grads, h=1e-6):
+    """Hand gradient vs float64 central differences: max over tensors of
+    ||grad_fd - grad||_inf / ||grad_fd||_inf, every entry perturbed in place and restored."""
+    worst = 0.0
+    for k, p in params.items():
+        fd = np.zeros_like(p)
+        for i in np.ndindex(p.shape):
+            old = p[i]
+            p[i] = old + h
+            up = loss_fn()
+            p[i] = old - h
+            down = loss_fn()
+            p[i] = old
+            fd[i] = (up - down) / (2 * h)
+        worst = max(worst, np.abs(fd - grads[k]).max() / np.abs(fd).max())
+    return worst

@@ -14,25 +14,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import forward_forward as ff  # noqa: E402
+from conftest import fd_max_rel_error  # noqa: E402
 
 FD_TOL = 1e-6  # float64 central differences with h = 1e-6 land near 1e-9; 1e-6 flags any bug
-
-
-def fd_max_rel_error(loss_fn, params, grads, h=1e-6):
-    """max over tensors of ||grad_fd - grad||_inf / ||grad_fd||_inf, every entry perturbed."""
-    worst = 0.0
-    for k, p in params.items():
-        fd = np.zeros_like(p)
-        for i in np.ndindex(p.shape):
-            old = p[i]
-            p[i] = old + h
-            up = loss_fn()
-            p[i] = old - h
-            down = loss_fn()
-            p[i] = old
-            fd[i] = (up - down) / (2 * h)
-        worst = max(worst, np.abs(fd - grads[k]).max() / np.abs(fd).max())
-    return worst
 
 
 def small_layer(rng, d_in=6, width=5):

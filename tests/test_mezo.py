@@ -18,17 +18,6 @@ SHAPES = {"a": (4, 5), "b": (10,)}  # two tensors, so the per-tensor noise keys 
 D = 30  # total parameter count
 
 
-@pytest.fixture(params=["numpy", "cupy"])
-def xp(request):
-    """The array module under test; the cupy case is skipped without a usable GPU."""
-    if request.param == "numpy":
-        return np
-    cupy = pytest.importorskip("cupy")
-    if not cupy.cuda.is_available():
-        pytest.skip("cupy is installed but no GPU is usable")
-    return cupy
-
-
 def flat(params):
     """All tensors as one vector, in the sorted-key order the noise uses."""
     xp = mezo.get_xp(params["a"])

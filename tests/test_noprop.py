@@ -15,29 +15,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import noprop  # noqa: E402
+from conftest import fd_max_rel_error  # noqa: E402
 
 FD_TOL = 1e-6  # float64 central differences with h = 1e-6 land near 1e-9; 1e-6 flags any bug
 
 # brief §A.11 reference table for T = 10 (4 significant digits)
 ABAR_TABLE = [0.0010, 0.0241, 0.0940, 0.2031, 0.3408, 0.4938, 0.6475, 0.7869, 0.8987, 0.9721,
               0.9900]
-
-
-def fd_max_rel_error(loss_fn, params, grads, h=1e-6):
-    """max over tensors of ||grad_fd - grad||_inf / ||grad_fd||_inf, every entry perturbed."""
-    worst = 0.0
-    for k, p in params.items():
-        fd = np.zeros_like(p)
-        for i in np.ndindex(p.shape):
-            old = p[i]
-            p[i] = old + h
-            up = loss_fn()
-            p[i] = old - h
-            down = loss_fn()
-            p[i] = old
-            fd[i] = (up - down) / (2 * h)
-        worst = max(worst, np.abs(fd - grads[k]).max() / np.abs(fd).max())
-    return worst
 
 
 def test_schedule_endpoints_and_time_direction():
