@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import int_rnn_lm as lm  # noqa: E402
 from int_rnn_lm import gpu_usable  # noqa: E402
 
 GPU = gpu_usable()
@@ -50,3 +51,36 @@ def fd_max_rel_error(loss_fn, params, grads, h=1e-6):
             fd[i] = (up - down) / (2 * h)
         worst = max(worst, np.abs(fd - grads[k]).max() / np.abs(fd).max())
     return worst
+
+
+# a quadratic with a known gradient, for the SPSA and ES estimator tests
+SHAPES = {"a": (4, 5), "b": (10,)}  # two tensors, so the per-tensor noise keys matter
+D = 30  # total parameter count
+
+
+def flat(params):
+    """All tensors as one vector, in the sorted-key order the noise uses."""
+    xp = lm.backend_of(params["a"])
+    return xp.concatenate([params[k].ravel() for k in sorted(params)])
+
+
+def make_quadratic(xp=np, seed=0):
+    """(params, loss_fn, grad_fn) for f = ½ (v − v*)ᵀ H (v − v*), H SPD, eigenvalues in [0.5, 2]."""
+    rng = np.random.default_rng([seed, 123])
+    q, _ = np.linalg.qr(rng.standard_normal((D, D)))
+    h = xp.asarray((q * rng.uniform(0.5, 2.0, D)) @ q.T)  # (D, D)
+    v_star = xp.asarray(rng.standard_normal(D))  # (D,)
+    params = {k: xp.asarray(rng.standard_normal(s)) for k, s in SHAPES.items()}
+
+    def loss_fn(p):
+        r = flat(p) - v_star
+        return 0.5 * float(r @ (h @ r))
+
+    def grad_fn(p):
+        return h @ (flat(p) - v_star)  # (D,)
+
+    return params, loss_fn, grad_fn
+
+
+def cosine(a, b):
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))

@@ -17,36 +17,7 @@ import es_naive
 import int_rnn_lm as lm
 import mezo
 
-SHAPES = {"a": (4, 5), "b": (10,)}  # two tensors, so the per-tensor noise keys matter
-D = 30  # total parameter count
-
-
-def flat(params):
-    """All tensors as one vector, in the sorted-key order the noise uses."""
-    xp = es_naive.get_xp(params["a"])
-    return xp.concatenate([params[k].ravel() for k in sorted(params)])
-
-
-def make_quadratic(xp=np, seed=0):
-    """(params, loss_fn, grad_fn) for f = ½ (v − v*)ᵀ H (v − v*), H SPD, eigenvalues in [0.5, 2]."""
-    rng = np.random.default_rng([seed, 123])
-    q, _ = np.linalg.qr(rng.standard_normal((D, D)))
-    h = xp.asarray((q * rng.uniform(0.5, 2.0, D)) @ q.T)  # (D, D)
-    v_star = xp.asarray(rng.standard_normal(D))  # (D,)
-    params = {k: xp.asarray(rng.standard_normal(s)) for k, s in SHAPES.items()}
-
-    def loss_fn(p):
-        r = flat(p) - v_star
-        return 0.5 * float(r @ (h @ r))
-
-    def grad_fn(p):
-        return h @ (flat(p) - v_star)  # (D,)
-
-    return params, loss_fn, grad_fn
-
-
-def cosine(a, b):
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+from conftest import SHAPES, D, cosine, flat, make_quadratic  # noqa: E402
 
 
 def es_samples(pairs, k_samples, shaping, sigma=0.05):
