@@ -53,11 +53,12 @@ Departures, each also marked at its line:
 
 Memory per member (memory_per_member_bytes): d int8 noise numbers, 82,240 bytes at D = 64, L = 1,
 against EGGROLL's r (m + n) per matrix plus 2 per vector entry, 2,432 bytes at rank 1. The
-population is evaluated member_chunk members at a time, so at most member_chunk · d noise
-numbers exist at once; the update draws each chunk again.
+population is evaluated member_chunk members at a time, so about 1.5 member_chunk d int8 noise
+numbers exist at once (the pairs' draws and the members' signed copies), plus the float64 copy
+of one matrix's noise per member that the GEMV makes; the update draws each chunk again.
 
-Run: $ python es_naive.py                                (float demo: XOR with a 2-8-1 MLP)
-     $ python train.py --method es_naive     (the integer LM: 200 steps, about 2 min on 2 cores)
+Run: $ python es_naive.py                  (float demo: XOR with a 2-8-1 MLP)
+     $ python train.py --method es_naive   (the integer LM: 250 steps, about 2 min on 2 cores)
 """
 import math
 import statistics
@@ -85,11 +86,12 @@ class Config:
 
 # the GPU default run (D = 256, L = 2: d = 1.7 M, so 128 members hold 218 MB of int8 noise)
 GPU_DEFAULTS = dict(population=512, group_size=2, time_chunk=25, member_chunk=128)
-# train.py run settings. CPU: every member-token costs a per-member GEMV (~22 k member-tokens/s
-# on 2 cores), so 2 minutes buy ~2.6 M of them; 100-byte windows learned more per member-token
+# train.py run settings. CPU: every member-token costs a per-member GEMV (22-30 k member-tokens/s
+# on 2 cores), so 2 minutes buy ~3 M of them; 100-byte windows learned more per member-token
 # than 25-byte ones (4.97 vs 5.18 val bits/byte after ~2 M at N = 32), and N = 128 slightly more
-# than N = 64 (4.80 after 210 steps vs 4.83 after 400). The cuda numbers are not timed.
-RUN_DEFAULTS = {"cpu": dict(steps=200, seq_len=100, eval_every=25, log_every=10),
+# than N = 64 (4.80 after 210 steps vs 4.83 after 400; 4.77 after 200 with seed 1).
+# The cuda numbers are not timed (no GPU in this session).
+RUN_DEFAULTS = {"cpu": dict(steps=250, seq_len=100, eval_every=25, log_every=10),
                 "cuda": dict(steps=300, seq_len=100, eval_every=25, log_every=5)}
 
 
