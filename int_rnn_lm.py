@@ -226,14 +226,6 @@ def int_matmul(x, w):
     return (x2 @ w.astype(ft).T).astype(xp.int32).reshape(*x.shape[:-1], w.shape[0])
 
 
-def int_bmm(x, y):
-    """Exact per-member products x_i @ y_i for int8-valued x (N, T, n), y (N, n, r) -> int64
-    (N, T, r). Batched BLAS in float32 or float64, exact by the same bound as int_matmul."""
-    xp = backend_of(x)
-    ft = xp.float32 if x.shape[-1] <= EXACT_F32_MAX_N else xp.float64
-    return (x.astype(ft) @ y.astype(ft)).astype(xp.int64)
-
-
 def _cublas_int8_tn(x, w):
     """C (B, m) = x (B, n) @ w (m, n)^T with cublasGemmEx, int8 in, int32 out and accumulate.
 
