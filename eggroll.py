@@ -80,6 +80,14 @@ def check_config(cfg):
     if cfg.alpha_decay < 0:
         raise ValueError(f"alpha_decay must be >= 0, got {cfg.alpha_decay}")
 
+
+def check_split(cfg, n_processes):
+    """Under mpirun every rank evaluates whole groups (so whole antithetic pairs) of members."""
+    if cfg.population % (n_processes * cfg.group_size):
+        raise ValueError(f"population {cfg.population} does not split into whole groups of "
+                         f"{cfg.group_size} over {n_processes} processes: use a multiple of "
+                         f"{n_processes * cfg.group_size}")
+
 # -----------------------------------------------------------------------------
 # noise: rank-r int8 factors per matrix and pair, regenerated from (seed, epoch, param, pair)
 
@@ -107,11 +115,20 @@ def pair_noise(seed, t, cfg, pid, shape, xp):
     return v[:, :d] * v[:, d:]                                            # (P, d) int32
 
 
+def pairs_of(noise, members):
+    """The pair noise of a slice of members that starts at an even member (whole pairs)."""
+    pairs = slice(members.start // 2, members.stop // 2)
+    return {name: tuple(f[pairs] for f in nz) if isinstance(nz, tuple) else nz[pairs]
+            for name, nz in noise.items()}
+
+
 def member_perturbation(noise, cfg):
     """Expand pair noise to members: member 2k gets +E_k, member 2k+1 gets -E_k (sign on A)."""
     shift = lm.FRAC_BITS + cfg.sigma_shift             # >> (4 + sigma_hat), App. H.1
-    xp = lm.backend_of(next(iter(noise.values()))[0])
-    sign = 1 - 2 * (xp.arange(cfg.population) % 2)    # (N,) +1, -1, +1, ...
+    first = next(iter(noise.values()))
+    n_members = 2 * len(first[0] if isinstance(first, tuple) else first)
+    xp = lm.backend_of(first[0])
+    sign = 1 - 2 * (xp.arange(n_members) % 2)          # (n,) +1, -1, +1, ...
     pert = {}
     for name, nz in noise.items():
         if isinstance(nz, tuple):
@@ -208,23 +225,34 @@ def num_sequences(cfg):
     return cfg.population // cfg.group_size
 
 
-def init(params, cfg, mcfg, seed):
-    """Method state: each member's carried hidden state (truncated ES across windows)."""
+# state entries that hold one row per member, and their member axis: under mpirun each rank
+# keeps its own members' rows and train.py joins them for a checkpoint
+PER_MEMBER_STATE = {"hidden": 1}
+
+
+def init(params, cfg, mcfg, seed, world=lm.ONE_PROCESS):
+    """Method state: each of this rank's members' carried hidden state (truncated ES)."""
     check_config(cfg)
     xp = lm.backend_of(params["emb"])
-    return {"hidden": lm.zero_hidden(mcfg, cfg.population, xp)}          # (L, N, D) int8
+    n_mine = cfg.population // world.size
+    return {"hidden": lm.zero_hidden(mcfg, n_mine, xp)}                  # (L, N / K, D) int8
 
 
-def step(params, state, batch, t, cfg, mcfg, seed):
-    """One EGGROLL step on windows `batch` = (tokens (S, T + 1), reset)."""
+def step(params, state, batch, t, cfg, mcfg, seed, world=lm.ONE_PROCESS):
+    """One EGGROLL step on windows `batch` = (tokens (S, T + 1), reset). Under mpirun this rank
+    evaluates its share of the members; every rank draws all the noise and applies the same
+    update, so only the N fitness values travel (Salimans et al. 2017, Alg. 2)."""
     tokens, reset = batch
     xp = lm.backend_of(tokens)
-    hidden = lm.zero_hidden(mcfg, cfg.population, xp) if reset else state["hidden"]
-    member_tokens = tokens[xp.arange(cfg.population) // cfg.group_size]  # (N, T + 1)
+    mine = world.share(cfg.population)                                    # members [a, b)
+    n_mine = mine.stop - mine.start
+    hidden = lm.zero_hidden(mcfg, n_mine, xp) if reset else state["hidden"]   # (L, n, D)
+    member_tokens = tokens[xp.arange(mine.start, mine.stop) // cfg.group_size]  # (n, T + 1)
     noise = {name: pair_noise(seed, t, cfg, pid, shape, xp)
              for pid, (name, shape) in enumerate(lm.param_shapes(mcfg).items())}
-    fitness, hidden = population_fitness(params, mcfg, member_tokens, hidden,
-                                         member_perturbation(noise, cfg), cfg)
+    pert = member_perturbation(pairs_of(noise, mine), cfg)                # this rank's members
+    fitness_mine, hidden = population_fitness(params, mcfg, member_tokens, hidden, pert, cfg)
+    fitness = world.allgather(fitness_mine)                               # (N,): all that travels
     F = antithetic_sign(fitness)                                          # (P,)
     alpha = alpha_schedule(t, cfg)
     threshold = z_threshold(alpha, cfg.population // 2, cfg.rank)

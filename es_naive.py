@@ -110,6 +110,14 @@ def check_config(cfg):
     if cfg.alpha_decay < 0:
         raise ValueError(f"alpha_decay must be >= 0, got {cfg.alpha_decay}")
 
+
+def check_split(cfg, n_processes):
+    """Under mpirun every rank evaluates whole groups (so whole antithetic pairs) of members."""
+    if cfg.population % (n_processes * cfg.group_size):
+        raise ValueError(f"population {cfg.population} does not split into whole groups of "
+                         f"{cfg.group_size} over {n_processes} processes: use a multiple of "
+                         f"{n_processes * cfg.group_size}")
+
 # -----------------------------------------------------------------------------
 # noise: a full-rank int8 tensor per parameter and pair, regenerated from (seed, epoch, param, pair)
 
@@ -161,21 +169,23 @@ def member_perturbation(noise, shift):
 # estimator: population fitness and the antithetic sign (Eq. 8)
 
 
-def population_fitness(params, mcfg, tokens, hidden, source, cfg):
+def population_fitness(params, mcfg, tokens, hidden, source, cfg, first=0):
     """Integer log-likelihood of each member's window, member_chunk members at a time: each
-    chunk's noise is drawn, used and dropped. tokens (N, T + 1), hidden (L, N, D)."""
+    chunk's noise is drawn, used and dropped. tokens (n, T + 1), hidden (L, n, D) are members
+    first, first + 1, ... (first even: whole pairs)."""
     xp = lm.backend_of(tokens)
-    N = tokens.shape[0]
-    chunk = cfg.member_chunk or N
+    n = tokens.shape[0]
+    chunk = cfg.member_chunk or n
     fit, new_hidden = [], []
-    for i in range(0, N, chunk):
+    for i in range(0, n, chunk):
         rows = slice(i, i + chunk)
-        noise = chunk_noise(source, mcfg, xp.arange(i // 2, min(N, i + chunk) // 2))
+        pairs = xp.arange((first + i) // 2, (first + min(n, i + chunk)) // 2)
+        noise = chunk_noise(source, mcfg, pairs)
         f, h = lm.sequence_logprob(params, mcfg, tokens[rows], hidden[:, rows],
                                    member_perturbation(noise, source.shift), cfg.time_chunk)
         fit.append(f)
         new_hidden.append(h)
-    return xp.concatenate(fit), xp.concatenate(new_hidden, axis=1)     # (N,), (L, N, D)
+    return xp.concatenate(fit), xp.concatenate(new_hidden, axis=1)     # (n,), (L, n, D)
 
 
 def antithetic_sign(fitness):
@@ -252,26 +262,38 @@ def num_sequences(cfg):
     return cfg.population // cfg.group_size
 
 
-def init(params, cfg, mcfg, seed):
-    """Method state: each member's carried hidden state (truncated ES across windows)."""
+# state entries that hold one row per member, and their member axis: under mpirun each rank
+# keeps its own members' rows and train.py joins them for a checkpoint
+PER_MEMBER_STATE = {"hidden": 1}
+
+
+def init(params, cfg, mcfg, seed, world=lm.ONE_PROCESS):
+    """Method state: each of this rank's members' carried hidden state (truncated ES)."""
     check_config(cfg)
     xp = lm.backend_of(params["emb"])
-    return {"hidden": lm.zero_hidden(mcfg, cfg.population, xp)}          # (L, N, D) int8
+    n_mine = cfg.population // world.size
+    return {"hidden": lm.zero_hidden(mcfg, n_mine, xp)}                  # (L, N / K, D) int8
 
 
-def step(params, state, batch, t, cfg, mcfg, seed):
+def step(params, state, batch, t, cfg, mcfg, seed, world=lm.ONE_PROCESS):
     """One naive-ES step on windows `batch` = (tokens (S, T + 1), reset), full-rank noise."""
     source = full_rank_source(seed, t, cfg, lm.backend_of(batch[0]))
-    return step_with_noise(params, state, batch, t, cfg, mcfg, source)
+    return step_with_noise(params, state, batch, t, cfg, mcfg, source, world)
 
 
-def step_with_noise(params, state, batch, t, cfg, mcfg, source):
-    """One step with the noise from `source` (a NoiseSource): the test hands it EGGROLL's."""
+def step_with_noise(params, state, batch, t, cfg, mcfg, source, world=lm.ONE_PROCESS):
+    """One step with the noise from `source` (a NoiseSource): the test hands it EGGROLL's.
+    Under mpirun this rank evaluates its share of the members and every rank redraws all the
+    noise for the same update: only the N fitness values travel (Salimans et al. 2017, Alg. 2)."""
     tokens, reset = batch
     xp = lm.backend_of(tokens)
-    hidden = lm.zero_hidden(mcfg, cfg.population, xp) if reset else state["hidden"]
-    member_tokens = tokens[xp.arange(cfg.population) // cfg.group_size]  # (N, T + 1)
-    fitness, hidden = population_fitness(params, mcfg, member_tokens, hidden, source, cfg)
+    mine = world.share(cfg.population)                                    # members [a, b)
+    n_mine = mine.stop - mine.start
+    hidden = lm.zero_hidden(mcfg, n_mine, xp) if reset else state["hidden"]   # (L, n, D)
+    member_tokens = tokens[xp.arange(mine.start, mine.stop) // cfg.group_size]  # (n, T + 1)
+    fitness_mine, hidden = population_fitness(params, mcfg, member_tokens, hidden, source, cfg,
+                                              first=mine.start)
+    fitness = world.allgather(fitness_mine)                               # (N,): all that travels
     F = antithetic_sign(fitness)                                          # (P,)
     alpha = alpha_schedule(t, cfg)
     threshold = z_threshold(alpha, cfg.population // 2, source.std)

@@ -85,6 +85,41 @@ def backend_of(a):
     return cupy
 
 # -----------------------------------------------------------------------------
+# processes: who evaluates which members. One process does everything; under `mpirun -n K`
+# train.py hands the methods an MPIWorld with the same members (README "Scaling out")
+
+
+class OneProcess:
+    """The population's workers when there is one. Rank r of K evaluates share(n) of the n
+    members (or directions) and allgather joins every rank's piece in rank order: the only
+    exchange an evolution strategy needs (Salimans et al. 2017, Alg. 2)."""
+    rank, size = 0, 1
+
+    def share(self, n):
+        """This rank's contiguous slice of n items; n is a multiple of size (checked before)."""
+        k = n // self.size
+        return slice(self.rank * k, (self.rank + 1) * k)
+
+    def allgather(self, x):
+        """(k, ...) on every rank -> (K k, ...), rank 0's rows first."""
+        return x
+
+    def allreduce_sum(self, x):
+        """The elementwise sum over ranks (exact for integer arrays)."""
+        return x
+
+    def bcast(self, value):
+        """Rank 0's value on every rank."""
+        return value
+
+    def gather_rows(self, x, axis):
+        """Rank 0 gets the ranks' pieces joined along `axis` (other ranks: None)."""
+        return x
+
+
+ONE_PROCESS = OneProcess()
+
+# -----------------------------------------------------------------------------
 # model configuration and parameters
 
 VOCAB = 256          # bytes

@@ -133,6 +133,13 @@ def check_config(cfg):
         raise ValueError(f"n_dirs and time_chunk must be >= 1, got {cfg.n_dirs}, "
                          f"{cfg.time_chunk}")
 
+
+def check_split(cfg, n_processes):
+    """Under mpirun every rank scores the same number of SPSA directions."""
+    if cfg.n_dirs % n_processes:
+        raise ValueError(f"n_dirs {cfg.n_dirs} does not split over {n_processes} processes: "
+                         f"use a multiple of {n_processes}")
+
 # -----------------------------------------------------------------------------
 # noise: the direction delta and the rounding noise, regenerated from (seed, step, dir, tensor)
 
@@ -185,16 +192,17 @@ def perturb_int_(params, side, seed, t, j, cfg, mcfg, rails):
 # estimator: ℓ+ and ℓ- for each direction, on the same rows from the same carried state
 
 
-def projected_grads_int(params, mcfg, tokens, hidden, seed, t, cfg):
-    """Alg. 1 lines 2-5 for each of the n directions on the S rows `tokens` (S, T + 1).
+def projected_grads_int(params, mcfg, tokens, hidden, seed, t, cfg, directions):
+    """Alg. 1 lines 2-5 for each direction j in `directions` on the S rows `tokens` (S, T + 1).
 
-    Returns pg (n floats, Eq. 7, bits/byte per δ), the mean loss in bits/byte, the next carried
-    state (the mean of the 2n final states, (L, S, D) int8) and the rail count."""
+    Returns one row per direction, [pg (Eq. 7, bits/byte per δ), loss (bits/byte), rail count]
+    as a host float64 (len(directions), 3) array, and the sum of the directions' 2 final states
+    each ((L, S, D) int32; the next carried state is the mean over all 2n of them)."""
     xp = lm.backend_of(tokens)
     n_bytes = tokens.shape[0] * (tokens.shape[1] - 1)                      # S T
-    pgs, losses, rail_count = [], [], 0
+    rows = []
     state_sum = xp.zeros(hidden.shape, dtype=xp.int32)                     # (L, S, D)
-    for j in range(cfg.n_dirs):
+    for j in directions:
         rails = perturb_int_(params, +1, seed, t, j, cfg, mcfg, {})       # line 2: θ + δ
         lp_plus, h_plus = lm.sequence_logprob(params, mcfg, tokens, hidden, None, cfg.time_chunk)
         perturb_int_(params, -1, seed, t, j, cfg, mcfg, rails)            # line 3: θ - δ
@@ -203,12 +211,11 @@ def projected_grads_int(params, mcfg, tokens, hidden, seed, t, cfg):
         perturb_int_(params, 0, seed, t, j, cfg, mcfg, rails)             # line 4: exactly θ
         # Eq. 6 in 1/256 bit, exact Python ints. note: a CPU-GPU sync point (pg is a host scalar)
         loss_plus, loss_minus = -int(lp_plus.sum()), -int(lp_minus.sum())
-        pgs.append((loss_plus - loss_minus) / (2 * lm.LOGP_UNIT * n_bytes))  # line 5, Eq. 7
-        losses.append((loss_plus + loss_minus) / (2 * lm.LOGP_UNIT * n_bytes))
+        rows.append(((loss_plus - loss_minus) / (2 * lm.LOGP_UNIT * n_bytes),  # line 5, Eq. 7
+                     (loss_plus + loss_minus) / (2 * lm.LOGP_UNIT * n_bytes),
+                     sum(len(idx) for idx, _ in rails.values())))
         state_sum += lm.wide(h_plus) + lm.wide(h_minus)
-        rail_count += sum(len(idx) for idx, _ in rails.values())
-    hidden = (state_sum // (2 * cfg.n_dirs)).astype(xp.int8)               # mean, in [-127, 127]
-    return pgs, sum(losses) / len(losses), hidden, rail_count
+    return np.array(rows, dtype=np.float64).reshape(-1, 3), state_sum
 
 # -----------------------------------------------------------------------------
 # update: Alg. 1 line 6 with stochastic rounding to integer steps (Eq. 8)
@@ -246,23 +253,34 @@ def num_sequences(cfg):
     return cfg.batch
 
 
-def init(params, cfg, mcfg, seed):
+# the carried state is the same on every rank (no per-member rows to split across processes)
+PER_MEMBER_STATE = {}
+
+
+def init(params, cfg, mcfg, seed, world=lm.ONE_PROCESS):
     """Method state: the carried hidden state of the S rows, and nothing else (no moments)."""
     check_config(cfg)
     return {"hidden": lm.zero_hidden(mcfg, cfg.batch, lm.backend_of(params["emb"]))}
 
 
-def step(params, state, batch, t, cfg, mcfg, seed):
+def step(params, state, batch, t, cfg, mcfg, seed, world=lm.ONE_PROCESS):
     """One MeZO step on windows `batch` = (tokens (S, T + 1), reset): 2n forwards, then the
-    update. params change in place (and are returned)."""
+    update. params change in place (and are returned). Under mpirun this rank scores its
+    share of the n directions; the n scalars pg travel, and the carried state's sum."""
     tokens, reset = batch
     xp = lm.backend_of(tokens)
     hidden = lm.zero_hidden(mcfg, cfg.batch, xp) if reset else state["hidden"]
-    pgs, loss, hidden, rails = projected_grads_int(params, mcfg, tokens, hidden, seed, t, cfg)
+    mine = world.share(cfg.n_dirs)                                        # directions [a, b)
+    per_dir, state_sum = projected_grads_int(params, mcfg, tokens, hidden, seed, t, cfg,
+                                             range(mine.start, mine.stop))
+    per_dir = world.allgather(per_dir)                                    # (n, 3): pg, loss, rails
+    state_sum = world.allreduce_sum(state_sum)                            # (L, S, D) int32, exact
+    hidden = (state_sum // (2 * cfg.n_dirs)).astype(xp.int8)               # mean, in [-127, 127]
+    pgs = [float(pg) for pg in per_dir[:, 0]]
     frac = zo_sgd_update_int_(params, pgs, seed, t, cfg, mcfg)
     T = tokens.shape[1] - 1
-    stats = {"loss": loss, "member_tokens": 2 * cfg.n_dirs * cfg.batch * T,
-             "pg": pgs[0], "frac_updated": frac, "rails": rails}
+    stats = {"loss": float(per_dir[:, 1].mean()), "member_tokens": 2 * cfg.n_dirs * cfg.batch * T,
+             "pg": pgs[0], "frac_updated": frac, "rails": int(per_dir[:, 2].sum())}
     return params, {"hidden": hidden}, stats
 
 # -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@ r"""Train the integer RNN LM with any method in this repo: one entry point, one 
     $ python train.py --method eggroll                 # CPU default: about 2 minutes on 2 cores
     $ python train.py --method eggroll --device cuda   # GPU default (D = 256): about 10 minutes
     $ python train.py --method mezo --help             # every flag, the method's with comments
+    $ mpirun -n 2 python train.py --method eggroll     # one run over 2 processes (README "Scaling out")
 
 A method is a module with (README "The method interface"):
     Config                         dataclass; each field becomes a --flag (its comment the help)
@@ -14,6 +15,8 @@ A method is a module with (README "The method interface"):
     init(params, cfg, mcfg, seed) -> state                  dict of arrays (checkpointed)
     step(params, state, (tokens, reset), t, cfg, mcfg, seed) -> (params, state, stats)
     predict(params, state, mcfg) -> fn(tokens, hidden) -> (log2 p, hidden)   [optional]
+    check_split(cfg, K), PER_MEMBER_STATE   [optional: the method runs under mpirun; then init
+                                   and step take world=, an int_rnn_lm.OneProcess or MPIWorld]
 stats holds at least "loss" (train bits/byte or the method's loss) and "member_tokens" (bytes
 scored this step, summed over members); values may stay on the device (0-d arrays) until a log
 step converts them, so a step needs no host sync. Everything random derives from --seed and the step, so
@@ -31,6 +34,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse
 import csv
 import dataclasses
+import hashlib
 import importlib
 import inspect
 import json
@@ -75,7 +79,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def fail(message):
-    print(f"train.py: error: {message}", file=sys.stderr)
+    """Every rank reaches the same check, so under mpirun all ranks exit together; one prints."""
+    if WORLD.rank == 0:
+        print(f"train.py: error: {message}", file=sys.stderr, flush=True)
     sys.exit(2)
 
 
@@ -155,6 +161,109 @@ def resolve(args, method, device):
     lm.check_model_config(mcfg)
     method.check_config(cfg)
     return run, mcfg, cfg
+
+# -----------------------------------------------------------------------------
+# processes: `mpirun -n K python train.py ...` is one run over K processes. Rank r evaluates its
+# share of the population (or of MeZO's directions), one Allgather per step joins the fitness,
+# and every rank applies the same update from the same counter-hash noise: the parameters are
+# never sent, yet stay bit-identical on every rank (checked by hash at every eval step).
+
+MPI_ENV = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")   # set by MPICH/Slurm, Open MPI, PMIx
+
+
+class MPIWorld(lm.OneProcess):
+    """int_rnn_lm.OneProcess's interface over mpi4py's COMM_WORLD. Arrays travel through host
+    memory: a CuPy array is copied to the host and back (mpi4py wheels are not CUDA-aware)."""
+
+    def __init__(self, MPI):
+        self.MPI, self.comm = MPI, MPI.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.local_rank = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()  # on this node
+
+    def allgather(self, x):
+        xp, host = lm.backend_of(x), np.ascontiguousarray(lm.to_numpy(x))
+        out = np.empty((self.size,) + host.shape, host.dtype)                # (K, k, ...)
+        self.comm.Allgather(host, out)
+        return xp.asarray(out.reshape((-1,) + host.shape[1:]))               # (K k, ...)
+
+    def allreduce_sum(self, x):
+        xp, host = lm.backend_of(x), np.ascontiguousarray(lm.to_numpy(x))
+        out = np.empty_like(host)
+        self.comm.Allreduce(host, out, op=self.MPI.SUM)
+        return xp.asarray(out)
+
+    def bcast(self, value):
+        return self.comm.bcast(value, root=0)
+
+    def gather_rows(self, x, axis):
+        pieces = self.comm.gather(lm.to_numpy(x), root=0)
+        return None if pieces is None else np.concatenate(pieces, axis=axis)
+
+    def abort(self, code):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(code)
+
+
+WORLD = lm.ONE_PROCESS   # this process's world; replaced by an MPIWorld under mpirun
+
+
+def join_world():
+    """An MPIWorld when launched by mpirun/mpiexec, else the one-process world; mpi4py is
+    imported only in the first case. Under MPI an uncaught error on any rank aborts the whole
+    job (no rank waits forever for a dead one), and rank r picks GPU r mod (GPUs on its node)."""
+    global WORLD
+    if not any(v in os.environ for v in MPI_ENV):
+        return WORLD
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        fail("launched by mpirun but mpi4py is not installed: pip install mpi4py mpich")
+    WORLD = MPIWorld(MPI)
+    if WORLD.size > 1:
+        def abort_job(kind, value, tb):
+            sys.__excepthook__(kind, value, tb)
+            WORLD.abort(1)
+        sys.excepthook = abort_job
+    try:
+        import cupy
+        n_gpus = cupy.cuda.runtime.getDeviceCount()
+        cupy.cuda.Device(WORLD.local_rank % n_gpus).use()   # before the first CuPy array
+    except Exception:   # no CuPy or no GPU: the ranks run on the CPU
+        pass
+    return WORLD
+
+
+def shard(state, method, world):
+    """A checkpoint's full state -> this rank's: its own members' rows of each per-member entry."""
+    for name, axis in getattr(method, "PER_MEMBER_STATE", {}).items():
+        rows = world.share(state[name].shape[axis])
+        state[name] = state[name][(slice(None),) * axis + (rows,)]
+    return state
+
+
+def unshard(state, method, world):
+    """This rank's state -> the full state on rank 0 (None elsewhere): one checkpoint for any K."""
+    per_member = getattr(method, "PER_MEMBER_STATE", {})
+    full = {k: world.gather_rows(v, per_member[k]) if k in per_member else v
+            for k, v in state.items()}
+    return full if world.rank == 0 else None
+
+
+def params_digest(params):
+    h = hashlib.sha256()
+    for name in sorted(params):
+        h.update(np.ascontiguousarray(lm.to_numpy(params[name])).tobytes())
+    return np.frombuffer(h.digest(), dtype=np.uint8)                         # (32,)
+
+
+def check_ranks_agree(params, world, t):
+    """Every rank must hold the same parameters; a mismatch stops the run, naming the rank."""
+    digests = lm.to_numpy(world.allgather(params_digest(params)[None]))     # (K, 32)
+    for r in range(1, world.size):
+        if not (digests[r] == digests[0]).all():
+            fail(f"rank {r}'s parameters differ from rank 0's at step {t}: the ranks diverged "
+                 f"(different code, library or device per rank?)")
 
 # -----------------------------------------------------------------------------
 # checkpoints: .npz with params, method state, step and configs; written atomically
@@ -288,36 +397,46 @@ def compare(out_root):
 
 
 def train(argv):
+    world = join_world()
     args, method = parse_args(argv)
     if args.compare:
         return compare(args.compare)
+    splits = hasattr(method, "check_split")           # the method can run under mpirun
     try:
+        if world.size > 1 and not splits:
+            raise ValueError(f"{args.method} runs in one process only (README \"Scaling out\"); "
+                             f"start it without mpirun")
         xp = lm.get_backend(args.device)
         device = "cpu" if xp is np else "cuda"
         run, mcfg, cfg = resolve(args, method, device)
+        if splits:
+            method.check_split(cfg, world.size)
         data = lm.load_bytes(args.data)
         lm.check_data_size(data, args.data, method.num_sequences(cfg), run["seq_len"],
                            run["val_len"])
     except ValueError as e:
         fail(str(e))
+    lead = world.rank == 0                             # rank 0 alone prints and writes files
+    say = print if lead else (lambda *a, **k: None)
+    on_world = {"world": world} if world.size > 1 else {}   # alone: the plain interface
     steps = run["steps"]
     out_dir = os.path.join(args.out, args.method)
-    print(f"backend: {xp.__name__} ({device}) | method {args.method} | model D={mcfg.d_model} "
-          f"L={mcfg.n_layers} ({lm.count_params(mcfg):,} int8 params)")
-    print(f"config: {json.dumps(dataclasses.asdict(cfg))}")
-    print(f"run: {json.dumps(run)}")
+    say(f"backend: {xp.__name__} ({device}) | processes {world.size} | method {args.method} | "
+        f"model D={mcfg.d_model} L={mcfg.n_layers} ({lm.count_params(mcfg):,} int8 params)")
+    say(f"config: {json.dumps(dataclasses.asdict(cfg))}")
+    say(f"run: {json.dumps(run)}")
 
     train_bytes, val_bytes = lm.split_train_val(data)
     stream = lm.TrainStream(train_bytes, method.num_sequences(cfg), run["seq_len"], xp)
     windows = lm.val_windows(val_bytes, run["val_windows"], run["val_len"], xp)
     baselines = lm.ngram_baselines(train_bytes, val_bytes)
-    print("baselines (val bits/byte): " + ", ".join(f"{k} {v:.3f}" for k, v in baselines.items()))
+    say("baselines (val bits/byte): " + ", ".join(f"{k} {v:.3f}" for k, v in baselines.items()))
     expected = {"method": args.method, "seed": args.seed, "model": dataclasses.asdict(mcfg),
                 "method_config": dataclasses.asdict(cfg), "seq_len": run["seq_len"],
                 "data": os.path.abspath(args.data)}
 
     params = lm.init_params(mcfg, args.seed, xp)
-    state = method.init(params, cfg, mcfg, args.seed)
+    state = method.init(params, cfg, mcfg, args.seed, **on_world)
     start, best, elapsed_before = 0, math.inf, 0.0
     if args.resume:
         try:
@@ -325,42 +444,55 @@ def train(argv):
             check_resume(meta, expected, args.resume)
         except ValueError as e:
             fail(str(e))
+        state = shard(state, method, world)           # a checkpoint is the same for any K
         start, best, elapsed_before = meta["step"], meta["best_val"], meta["elapsed_s"]
-        print(f"resumed from {args.resume} at step {start}")
-    os.makedirs(out_dir, exist_ok=True)
+        say(f"resumed from {args.resume} at step {start}")
     log_path = os.path.join(out_dir, "log.csv")
-    rows = [r for r in read_log(log_path) if int(r["step"]) <= start] if args.resume else []
+    rows = []
+    if lead:
+        os.makedirs(out_dir, exist_ok=True)
+        rows = [r for r in read_log(log_path) if int(r["step"]) <= start] if args.resume else []
 
     def predictor():
         if hasattr(method, "predict"):
             return method.predict(params, state, mcfg)
         return None
 
+    def evaluate():
+        """val bits/byte, computed on rank 0 and known to every rank."""
+        return world.bcast(lm.evaluate(params, mcfg, windows, predictor()) if lead else None)
+
     def checkpoint(name, t):
-        meta = dict(expected, step=t, best_val=best, elapsed_s=elapsed_before + time.time() - t0)
-        save_checkpoint(os.path.join(out_dir, name), params, state, meta)
+        """Collective under mpirun: the ranks' per-member state is joined on rank 0."""
+        full_state = unshard(state, method, world)
+        if lead:
+            meta = dict(expected, step=t, best_val=best,
+                        elapsed_s=elapsed_before + time.time() - t0)
+            save_checkpoint(os.path.join(out_dir, name), params, full_state, meta)
 
     t0 = time.time()
     if start == 0:
-        v0 = lm.evaluate(params, mcfg, windows, predictor())
+        v0 = evaluate()
         rows.append({"step": 0, "loss": "", "val_bpb": f"{v0:.5f}", "member_tokens_per_s": "",
                      "elapsed_s": "0.0"})
-        print(f"step {0:5d}/{steps} | val {v0:.4f} (untrained)")
+        say(f"step {0:5d}/{steps} | val {v0:.4f} (untrained)")
     t = start
     # member-tokens/s counts training time only: the wall time of a log window minus its evals
     window_tokens, window_start, window_eval = 0, time.time(), 0.0
     try:
         for t in range(start, steps):
             params, state, stats = method.step(params, state, stream.batch(t), t, cfg, mcfg,
-                                               args.seed)
+                                               args.seed, **on_world)
             done = t + 1
             window_tokens += stats["member_tokens"]
             elapsed = elapsed_before + time.time() - t0
-            out_of_budget = args.budget_s > 0 and elapsed >= args.budget_s
+            # rank 0's clock decides, so that every rank stops after the same step
+            out_of_budget = world.bcast(args.budget_s > 0 and elapsed >= args.budget_s)
             val_bpb = None
             if done % run["eval_every"] == 0 or done == steps or out_of_budget:
                 eval_start = time.time()
-                val_bpb = lm.evaluate(params, mcfg, windows, predictor())
+                check_ranks_agree(params, world, done)
+                val_bpb = evaluate()
                 if val_bpb < best:
                     best = val_bpb
                     checkpoint("ckpt_best.npz", done)
@@ -369,7 +501,7 @@ def train(argv):
                 stats = {k: float(v) for k, v in stats.items()}   # note: a CPU-GPU sync point
                 rate = window_tokens / max(time.time() - window_start - window_eval, 1e-9)
                 eta = (elapsed - elapsed_before) / (done - start) * (steps - done)
-                print(progress_line(done, steps, stats, val_bpb, rate, elapsed, eta), flush=True)
+                say(progress_line(done, steps, stats, val_bpb, rate, elapsed, eta), flush=True)
                 rows.append({"step": done, "loss": f"{stats['loss']:.5f}",
                              "val_bpb": "" if val_bpb is None else f"{val_bpb:.5f}",
                              "member_tokens_per_s": f"{rate:.1f}", "elapsed_s": f"{elapsed:.1f}",
@@ -377,14 +509,20 @@ def train(argv):
                 window_tokens, window_start, window_eval = 0, time.time(), 0.0
             t = done
             if out_of_budget:
-                print(f"budget of {args.budget_s:.0f}s reached at step {done}")
+                say(f"budget of {args.budget_s:.0f}s reached at step {done}")
                 break
     except KeyboardInterrupt:
+        if world.size > 1:   # the ranks stop at different points: no collective save is safe
+            say(f"\ninterrupted: nothing saved under mpirun; resume from "
+                f"{os.path.join(out_dir, 'ckpt_best.npz')}")
+            world.abort(130)
         checkpoint("ckpt_last.npz", t)
         write_log(log_path, rows)
         print(f"\ninterrupted: saved {os.path.join(out_dir, 'ckpt_last.npz')} at step {t}")
         return 0
     checkpoint("ckpt_last.npz", t)
+    if not lead:
+        return 0
     write_log(log_path, rows)
     plot_curve(os.path.join(out_dir, "loss.png"), rows, baselines,
                f"{args.method}, D={mcfg.d_model} L={mcfg.n_layers}, {device}")
@@ -396,6 +534,7 @@ def train(argv):
     final = [r for r in rows if r["val_bpb"] != ""][-1]
     rates = [float(r["member_tokens_per_s"]) for r in rows if r["member_tokens_per_s"] != ""]
     summary = {"method": args.method, "file": f"{args.method}.py", "device": device,
+               "world_size": world.size,
                "val_bpb": float(final["val_bpb"]), "best_val_bpb": best, "steps": t,
                "wall_s": round(elapsed_before + time.time() - t0, 1),
                "member_tokens_per_s": float(np.median(rates)) if rates else 0.0,
