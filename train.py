@@ -222,6 +222,8 @@ def join_world():
     WORLD = MPIWorld(MPI)
     if WORLD.size > 1:
         def abort_job(kind, value, tb):
+            print(f"train.py: rank {WORLD.rank} failed ({kind.__name__}: {value}); ending the "
+                  f"job", file=sys.stderr, flush=True)
             sys.__excepthook__(kind, value, tb)
             WORLD.abort(1)
         sys.excepthook = abort_job

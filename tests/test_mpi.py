@@ -1,0 +1,160 @@
+"""mpirun: one training run over K processes gives the 1-process run's checkpoints and log bit for
+bit, resumes at any K, refuses an uneven split, and never hangs when a rank dies.
+
+These launch real `mpiexec -n K python train.py` jobs (tiny model, 3-4 steps). They need mpi4py
+and an MPI (.ci/run installs both); outside CI they skip without them, in CI they fail."""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MPIEXEC = shutil.which("mpiexec") or shutil.which("mpirun")
+try:
+    import mpi4py  # noqa: F401
+    HAVE_MPI = MPIEXEC is not None
+except ImportError:
+    HAVE_MPI = False
+pytestmark = pytest.mark.skipif(not HAVE_MPI and not os.environ.get("CI"),
+                                reason="needs mpi4py and mpiexec (pip install mpi4py mpich)")
+
+TINY = ["--device", "cpu", "--d_model", "16", "--n_layers", "1", "--seq_len", "16",
+        "--val_windows", "4", "--val_len", "32", "--log_every", "1", "--eval_every", "2",
+        "--sample_bytes", "8"]
+# each method's flags for a split over 2 (and 4) ranks; es_naive's member_chunk 2 makes every
+# rank draw its noise in chunks that start mid-population
+SPLIT = {
+    "eggroll": ["--population", "16", "--group_size", "4"],
+    "es_naive": ["--population", "8", "--group_size", "2", "--member_chunk", "2"],
+    "mezo": ["--batch", "4", "--n_dirs", "2"],
+}
+TIMING = ("member_tokens_per_s", "elapsed_s")   # wall-clock columns: differ between any two runs
+
+
+def mpirun(k, argv, script=None, timeout=120):
+    """`mpiexec -n k python train.py argv` (or python -c script argv) from the repo root."""
+    cmd = [MPIEXEC, "-n", str(k), sys.executable] + (["-c", script] if script else ["train.py"])
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", MPLBACKEND="Agg")
+    return subprocess.run(cmd + argv, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def alone(argv):
+    """The same run in this process, without MPI."""
+    try:
+        return train.train(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def assert_same_run(a, b):
+    """Two out/<method> folders hold the same run: checkpoint arrays and meta (but the wall
+    clock), log.csv (but its timing columns) and sample.txt, bit for bit."""
+    for name in ("ckpt_last.npz", "ckpt_best.npz"):
+        with np.load(os.path.join(a, name)) as za, np.load(os.path.join(b, name)) as zb:
+            assert sorted(za.files) == sorted(zb.files), name
+            for k in za.files:
+                if k == "meta":
+                    ma, mb = json.loads(str(za[k])), json.loads(str(zb[k]))
+                    ma.pop("elapsed_s"), mb.pop("elapsed_s")
+                    assert ma == mb, (name, ma, mb)
+                else:
+                    np.testing.assert_array_equal(za[k], zb[k], err_msg=f"{name}: {k}")
+    logs = []
+    for d in (a, b):
+        with open(os.path.join(d, "log.csv"), newline="") as f:
+            logs.append([{k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(f)])
+    assert logs[0] == logs[1]
+    with open(os.path.join(a, "sample.txt"), "rb") as fa, open(os.path.join(b, "sample.txt"), "rb") as fb:
+        assert fa.read() == fb.read()
+
+
+@pytest.mark.parametrize("method,k", [("eggroll", 2), ("eggroll", 4), ("es_naive", 2),
+                                      ("mezo", 2)])
+def test_k_processes_equal_one_process_bit_for_bit(method, k, tmp_path):
+    argv = TINY + SPLIT[method] + ["--method", method, "--steps", "3"]
+    assert alone(argv + ["--out", str(tmp_path / "one")]) == 0
+    job = mpirun(k, argv + ["--out", str(tmp_path / "many")])
+    assert job.returncode == 0, job.stderr
+    assert f"processes {k} |" in job.stdout and job.stdout.count("done: step 3") == 1, job.stdout
+    assert_same_run(tmp_path / "one" / method, tmp_path / "many" / method)
+    with open(tmp_path / "many" / method / "summary.json") as f:
+        assert json.load(f)["world_size"] == k
+
+
+@pytest.mark.parametrize("method", ["eggroll", "es_naive"])
+def test_checkpoint_resumes_at_another_k(method, tmp_path):
+    """2 steps at K = 2 then 2 more at K = 1, and 2 at K = 1 then 2 at K = 2, both equal 4
+    straight steps in one process: the per-member state is joined and split again."""
+    argv = TINY + SPLIT[method] + ["--method", method]
+    assert alone(argv + ["--steps", "4", "--out", str(tmp_path / "straight")]) == 0
+    ab, ba = tmp_path / "two_then_one", tmp_path / "one_then_two"
+    job = mpirun(2, argv + ["--steps", "2", "--out", str(ab)])
+    assert job.returncode == 0, job.stderr
+    assert alone(argv + ["--steps", "4", "--out", str(ab),
+                         "--resume", str(ab / method / "ckpt_last.npz")]) == 0
+    assert alone(argv + ["--steps", "2", "--out", str(ba)]) == 0
+    job = mpirun(2, argv + ["--steps", "4", "--out", str(ba),
+                            "--resume", str(ba / method / "ckpt_last.npz")])
+    assert job.returncode == 0, job.stderr
+    assert_same_run(tmp_path / "straight" / method, ab / method)
+    assert_same_run(tmp_path / "straight" / method, ba / method)
+
+
+@pytest.mark.parametrize("method,flags,message", [
+    ("eggroll", ["--population", "12", "--group_size", "4"],
+     "population 12 does not split into whole groups of 4 over 2 processes"),
+    ("mezo", ["--n_dirs", "3"], "n_dirs 3 does not split over 2 processes"),
+    ("forward_forward", [], "forward_forward runs in one process only"),
+])
+def test_uneven_split_is_one_line_exit_2_before_any_work(method, flags, message, tmp_path):
+    job = mpirun(2, TINY + flags + ["--method", method, "--steps", "3", "--out", str(tmp_path)])
+    err = job.stderr.strip()
+    assert job.returncode == 2, (job.returncode, err)
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert job.stdout == "" and not os.listdir(tmp_path)
+
+
+# python -c scripts run under mpiexec: rank 1 misbehaves at step 1, then train.py runs as usual
+RANK_1_DIES = """
+import sys, train, eggroll
+real = eggroll.step
+def step(params, state, batch, t, *rest, **kw):
+    if t == 1 and train.WORLD.rank == 1:
+        raise RuntimeError("rank 1 died")
+    return real(params, state, batch, t, *rest, **kw)
+eggroll.step = step
+sys.exit(train.train(sys.argv[1:]))
+"""
+RANK_1_DRIFTS = """
+import sys, train, eggroll
+real = eggroll.step
+def step(params, state, batch, t, *rest, **kw):
+    params, state, stats = real(params, state, batch, t, *rest, **kw)
+    if t == 1 and train.WORLD.rank == 1:
+        params["emb"][0, 0] += 1
+    return params, state, stats
+eggroll.step = step
+sys.exit(train.train(sys.argv[1:]))
+"""
+
+
+def test_a_rank_that_dies_ends_the_job(tmp_path):
+    argv = TINY + SPLIT["eggroll"] + ["--steps", "4", "--out", str(tmp_path)]
+    job = mpirun(2, argv, script=RANK_1_DIES, timeout=60)   # a hang would raise TimeoutExpired
+    assert job.returncode != 0, job.stderr
+    assert "rank 1 failed (RuntimeError: rank 1 died)" in job.stderr, job.stderr
+
+
+def test_ranks_that_diverge_stop_at_the_next_eval_naming_the_rank(tmp_path):
+    argv = TINY + SPLIT["eggroll"] + ["--steps", "4", "--out", str(tmp_path)]
+    job = mpirun(2, argv, script=RANK_1_DRIFTS, timeout=60)
+    assert job.returncode == 2, job.stderr
+    assert "rank 1's parameters differ from rank 0's at step 2" in job.stderr, job.stderr
