@@ -11,7 +11,10 @@ Tables (DESIGN §8):
   2. one EGGROLL step (population forward + integer fitness + update) vs plain batched inference
      of the same model over the same number of tokens: EGGROLL's % of inference throughput
      (the paper's "91 %", App. E);
-  3. naive ES vs EGGROLL per member-token at the same population, and noise bytes per member.
+  3. naive ES vs EGGROLL per member-token at the same population, and noise bytes per member;
+  4. scaling out (README "Scaling out"): bytes each process receives per step under mpirun at
+     the GPU default size, against a gradient all-reduce of the same model, and the measured
+     step time of each method's CPU default with K = 1 and 2 processes (`mpiexec -n K`).
 GPU timings use CUDA events after a warm-up; CPU timings use perf_counter.
 """
 import os
@@ -22,7 +25,11 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
+import json
 import math
+import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -30,6 +37,8 @@ import numpy as np
 import eggroll
 import es_naive
 import int_rnn_lm as lm
+import mezo
+import train
 
 
 def timer(xp, fn, repeat):
@@ -160,11 +169,81 @@ def bench_population(xp, d_models, populations, T, repeat, naive_max):
                                "EGGROLL B/member", "naive ES B/member"], rows_naive)
 
 
+# -----------------------------------------------------------------------------
+# 4. scaling out: what travels between processes, and the step time at K = 1, 2
+
+SPLIT_METHODS = {"eggroll": eggroll, "es_naive": es_naive, "mezo": mezo}
+
+
+def bytes_received_per_step(name, cfg, mcfg, T):
+    """What one mpirun step sends to each rank (int_rnn_lm.OneProcess.allgather/allreduce_sum):
+    ES: N int64 fitness values; MeZO: n rows (pg, loss, rails) float64 plus the carried state's
+    int32 sum (L, S, D)."""
+    if name == "mezo":
+        return 3 * 8 * cfg.n_dirs + 4 * mcfg.n_layers * cfg.batch * mcfg.d_model
+    return 8 * cfg.population
+
+
+def split_step_seconds(name, steps):
+    """Run under `mpiexec -n K python bench.py --split_step NAME`: the median step time of NAME's
+    CPU default (MeZO with 2 directions, so that 2 ranks share them), printed by rank 0."""
+    world = train.join_world()
+    method = SPLIT_METHODS[name]
+    run = {**train.RUN_DEFAULTS["cpu"], **getattr(method, "RUN_DEFAULTS", {}).get("cpu", {})}
+    cfg = method.Config(n_dirs=2) if name == "mezo" else method.Config()
+    mcfg = lm.ModelConfig(run["d_model"], run["n_layers"])
+    params = lm.init_params(mcfg, 0, np)
+    state = method.init(params, cfg, mcfg, 0, world)
+    stream = lm.TrainStream(lm.split_train_val(lm.load_bytes(lm.DEFAULT_DATA))[0],
+                            method.num_sequences(cfg), run["seq_len"], np)
+    times = []
+    for t in range(steps + 2):                   # 2 warm-up steps
+        world.bcast(None)                        # start together
+        t0 = time.perf_counter()
+        params, state, _ = method.step(params, state, stream.batch(t), t, cfg, mcfg, 0, world)
+        times.append(time.perf_counter() - t0)
+    if world.rank == 0:
+        print(json.dumps({"step_s": float(np.median(times[2:]))}))
+
+
+def bench_scaling(steps):
+    gpu_mcfg = lm.ModelConfig(train.RUN_DEFAULTS["cuda"]["d_model"],
+                              train.RUN_DEFAULTS["cuda"]["n_layers"])
+    n_params = lm.count_params(gpu_mcfg)
+    rows = []
+    for name, method in SPLIT_METHODS.items():
+        gcfg = method.Config(**getattr(method, "GPU_DEFAULTS", {}))
+        sent = bytes_received_per_step(name, gcfg, gpu_mcfg, 100)
+        timed = []
+        for k in (1, 2):
+            cmd = [sys.executable, "bench.py", "--split_step", name, "--repeat", str(steps)]
+            if k > 1:
+                cmd = [shutil.which("mpiexec"), "-n", str(k)] + cmd
+            out = subprocess.run(cmd, cwd=os.path.dirname(os.path.abspath(__file__)),
+                                 capture_output=True, text=True, check=True).stdout
+            timed.append(json.loads(out.strip().splitlines()[-1]))
+        rows.append([name, f"{sent:,}", f"{4 * n_params:,}", f"{4 * n_params / sent:,.0f}x",
+                     f"{1e3 * timed[0]['step_s']:.1f}", f"{1e3 * timed[1]['step_s']:.1f}",
+                     f"{timed[0]['step_s'] / timed[1]['step_s']:.2f}x"])
+    table(f"4. mpirun: bytes each process receives per step at the GPU default size (D = "
+          f"{gpu_mcfg.d_model}, L = {gpu_mcfg.n_layers}, {n_params:,} params) vs a float32 "
+          f"gradient all-reduce, and step time of the CPU default at K = 1, 2 processes",
+          ["method", "B/step (mpirun)", "B/step (gradient all-reduce)", "less by",
+           "step ms, K = 1", "step ms, K = 2", "speed-up"], rows)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--repeat", type=int, default=3, help="timed runs per entry (median)")
+    p.add_argument("--only", choices=("matmul", "population", "scaling"), default=None,
+                   help="run one table group only")
+    p.add_argument("--split_step", default="", help=argparse.SUPPRESS)   # table 4's worker
     args = p.parse_args()
+    if args.split_step:
+        return split_step_seconds(args.split_step, args.repeat)
+    if args.only == "scaling":
+        return bench_scaling(max(args.repeat, 5))
     xp = lm.get_backend(args.device)
     gpu = xp is not np
     print(f"device: {'cuda' if gpu else 'cpu'} ({xp.__name__})")
@@ -175,8 +254,12 @@ def main():
         shapes = [(16, 16, 16), (4096, 64, 256), (4096, 256, 1024), (1024, 1024, 1024),
                   (4096, 4096, 4096)]
         d_models, pops, T, naive_max = (64, 256), [2 ** 10, 2 ** 12], 8, 2 ** 10
-    bench_matmul(xp, shapes, args.repeat)
-    bench_population(xp, d_models, pops, T, args.repeat, naive_max)
+    if args.only in (None, "matmul"):
+        bench_matmul(xp, shapes, args.repeat)
+    if args.only in (None, "population"):
+        bench_population(xp, d_models, pops, T, args.repeat, naive_max)
+    if args.only is None and shutil.which("mpiexec"):
+        bench_scaling(max(args.repeat, 5))
 
 
 if __name__ == "__main__":

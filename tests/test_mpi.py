@@ -6,6 +6,8 @@ and an MPI (.ci/run installs both); outside CI they skip without them, in CI the
 import csv
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -158,3 +160,21 @@ def test_ranks_that_diverge_stop_at_the_next_eval_naming_the_rank(tmp_path):
     job = mpirun(2, argv, script=RANK_1_DRIFTS, timeout=60)
     assert job.returncode == 2, job.stderr
     assert "rank 1's parameters differ from rank 0's at step 2" in job.stderr, job.stderr
+
+
+def test_readme_mpiexec_commands_run(tmp_path):
+    """Every CPU `mpiexec -n K python train.py ...` line of the README runs and exits 0 (1 step
+    where the line gives no --steps)."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    lines = re.findall(r"^mpiexec -n (\d+) python train\.py ([^\n]*)$", text, flags=re.M)
+    cpu = [(int(k), rest) for k, rest in lines if "--device cuda" not in rest]
+    assert cpu, "README has no mpiexec line for the CPU"
+    for i, (k, rest) in enumerate(cpu):
+        argv = shlex.split(rest)
+        if "--steps" not in argv:
+            argv += ["--steps", "1", "--eval_every", "1"]
+        argv = [a.replace("out/", f"{tmp_path}/") for a in argv]
+        job = mpirun(k, argv + ["--val_windows", "2", "--sample_bytes", "4"] +
+                     ([] if "--out" in argv else ["--out", str(tmp_path / str(i))]), timeout=300)
+        assert job.returncode == 0, (rest, job.stderr)
