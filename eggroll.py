@@ -20,14 +20,16 @@ Integer EGGROLL (paper App. H, what `train.py --method eggroll` runs):
     vectors: noise a_k * b_k (two int8 normals) >> (4 + sigma_hat)                      (H.1)
     F_k = sign(f(member 2k) - f(member 2k+1)),  f = integer log-likelihood of the window (H.2)
     Z = sum_k F_k A_k B_k^T  in int32, as one GEMM (diag(F) A)^T B                       (H.2)
-    W <- I8(W + sign(Z) [|Z| >= 256 z_{1-alpha_t/2} sqrt(P r)]),  alpha_t = 1/(1 + 0.015 t) (H.3)
+    W <- I8(W + sign(Z) [|Z| >= 256 z_{1-alpha_t/2} sqrt(P r)]),  alpha_t = 1/(1 + c t)     (H.3)
 
 Departures, each also marked at its line:
   * rank r > 1 in the integer scheme is a sum of r rank-1 terms (the reference code has rank 1
     only); the 1/sqrt(r) of the float scheme becomes the threshold's sqrt(P r);
   * the threshold is floor(256 z sqrt(P r)) (the reference code floors z and sqrt(P) first),
     and Z = 0 never moves a weight (the reference code moves it by -1 when the threshold is 0);
-  * noise comes from a counter hash (int_rnn_lm.noise_int8), not a 1 GiB table.
+  * noise comes from a counter hash (int_rnn_lm.noise_int8), not a 1 GiB table;
+  * alpha_t decays over the run, not per step: c = (1/alpha_end - 1)/H for a run of H steps
+    (the paper's c = 0.015 is alpha_end = 0.118 at H = 500), so a longer run does not freeze.
 
 Run: $ python eggroll.py                          (float demo: low-rank ES on a regression)
      $ python train.py --method eggroll           (the integer LM on tinyshakespeare)
@@ -50,7 +52,8 @@ class Config:
     population: int = 512     # N members per step, even (antithetic pairs 2k, 2k+1)
     group_size: int = 2       # members sharing one data window; even, divides population
     sigma_shift: int = 4      # sigma_hat: perturbation scale sigma = 2^-sigma_hat (App. H.1)
-    alpha_decay: float = 0.015  # alpha_t = 1 / (1 + alpha_decay t): fraction of weights moved
+    alpha_end: float = 0.118     # alpha falls from 1 to this at the horizon: fraction of weights moved
+    horizon: int = 500         # steps alpha's schedule spans; train.py sets it to the run's steps
     rank: int = 1             # r: rank of each member's perturbation of each matrix
     noise_reuse: int = 1      # steps sharing one noise draw (0: the same noise every step)
     time_chunk: int = 25      # bytes per forward chunk (memory bound; results do not depend on it)
@@ -77,8 +80,10 @@ def check_config(cfg):
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.sigma_shift < 0 or cfg.noise_reuse < 0 or cfg.member_chunk < 0:
         raise ValueError("sigma_shift, noise_reuse and member_chunk must be >= 0")
-    if cfg.alpha_decay < 0:
-        raise ValueError(f"alpha_decay must be >= 0, got {cfg.alpha_decay}")
+    if not 0 < cfg.alpha_end <= 1:
+        raise ValueError(f"alpha_end must be in (0, 1], got {cfg.alpha_end}")
+    if cfg.horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {cfg.horizon}")
 
 
 def check_split(cfg, n_processes):
@@ -167,7 +172,10 @@ def antithetic_sign(fitness):
 
 
 def alpha_schedule(t, cfg):
-    return 1.0 / (1.0 + cfg.alpha_decay * t)          # App. H.3: alpha_t = 1 / (1 + 0.015 t)
+    """alpha_t = 1 / (1 + c t) as in App. H.3, with c = (1 / alpha_end - 1) / horizon so that alpha
+    reaches alpha_end at the run's last step whatever its length (departure: the paper fixes
+    c = 0.015 per step, i.e. alpha_end = 1 / (1 + 0.015 horizon): 0.118 at 500 steps)."""
+    return 1.0 / (1.0 + (1.0 / cfg.alpha_end - 1.0) * t / cfg.horizon)
 
 
 def z_threshold(alpha, n_pairs, rank):

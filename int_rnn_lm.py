@@ -40,6 +40,7 @@ Departures from the paper's reference code (nano-egg run.py), each marked at its
 Run `python int_rnn_lm.py` to print the model table, the n-gram baselines and a sample from an
 untrained model.
 """
+import concurrent.futures
 import json
 import math
 import os
@@ -481,7 +482,34 @@ def sequence_logprob(params, cfg, tokens, hidden, perturb=None, time_chunk=32):
     """Integer fitness: sum over the window of log2 p(next byte), 1/256-bit units.
 
     tokens (N, T + 1) -> (N,) int64, final hidden. The window is processed in time chunks (the
-    state carries between them, so the result is identical) to bound memory."""
+    state carries between them, so the result is identical) to bound memory. On the CPU with
+    set_threads(k), k threads take contiguous slices of the N rows (rows never interact, so the
+    result is identical for any k)."""
+    xp = backend_of(tokens)
+    N = tokens.shape[0]
+    if _THREADS is None or xp is not np or N < 2 * _THREADS._max_workers:
+        return sequence_logprob_rows(params, cfg, tokens, hidden, perturb, time_chunk)
+    edges = np.linspace(0, N, _THREADS._max_workers + 1).astype(int)
+    parts = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+    jobs = [_THREADS.submit(sequence_logprob_rows, params, cfg, tokens[r], hidden[:, r],
+                            select_members(perturb, r), time_chunk) for r in parts]
+    done = [job.result() for job in jobs]
+    return xp.concatenate([f for f, _ in done]), xp.concatenate([h for _, h in done], axis=1)
+
+
+_THREADS = None   # a ThreadPoolExecutor once set_threads(k > 1) was called
+
+
+def set_threads(k):
+    """Evaluate sequence_logprob's rows in k CPU threads (NumPy releases the GIL inside its
+    array loops, so k cores work at once). A compute setting like BLAS threads: no result
+    depends on it."""
+    global _THREADS
+    _THREADS = concurrent.futures.ThreadPoolExecutor(k) if k > 1 else None
+
+
+def sequence_logprob_rows(params, cfg, tokens, hidden, perturb, time_chunk):
+    """sequence_logprob in the calling thread."""
     xp = backend_of(tokens)
     total = xp.zeros(tokens.shape[0], dtype=xp.int64)
     T = tokens.shape[1] - 1

@@ -95,8 +95,20 @@ def test_z_equals_sum_of_materialised_outer_products(xp, rank):
                                   (F_[:, None] * lm.to_numpy(v)).sum(0))
 
 
+@pytest.mark.parametrize("horizon", [1, 7, 500, 3100, 100_000])
+@pytest.mark.parametrize("alpha_end", [1.0, 0.118, 0.01])
+def test_alpha_schedule_endpoints_and_monotone_for_any_horizon(horizon, alpha_end):
+    cfg = eg.Config(horizon=horizon, alpha_end=alpha_end)
+    alphas = [eg.alpha_schedule(t, cfg) for t in np.linspace(0, horizon, 200).astype(int)]
+    assert alphas[0] == 1.0 and alphas[-1] == pytest.approx(alpha_end, rel=1e-12)
+    assert all(a >= b for a, b in zip(alphas, alphas[1:])), "alpha must never rise"
+    # the paper's per-step form: 1 / (1 + 0.015 t) is alpha_end = 1 / (1 + 0.015 H) at H
+    paper = eg.Config(horizon=horizon, alpha_end=1 / (1 + 0.015 * horizon))
+    assert eg.alpha_schedule(horizon // 2, paper) == pytest.approx(1 / (1 + 0.015 * (horizon // 2)))
+
+
 def test_alpha_schedule_and_threshold_values():
-    cfg = eg.Config()
+    cfg = eg.Config(alpha_end=1 / 16, horizon=1000)
     assert eg.alpha_schedule(0, cfg) == 1.0
     assert eg.alpha_schedule(100, cfg) == pytest.approx(1 / 2.5)
     assert eg.alpha_schedule(1000, cfg) == pytest.approx(1 / 16)

@@ -282,6 +282,28 @@ def test_sequence_logprob_is_independent_of_time_chunking():
     logits, _ = lm.forward(params, cfg, tokens[:, :-1], h0)
     np.testing.assert_array_equal(a, lm.token_logprob(logits, tokens[:, 1:]).sum(1))
 
+
+@pytest.mark.parametrize("threads", [2, 3, 7])
+def test_sequence_logprob_is_independent_of_threads(threads):
+    """Rows split over k CPU threads (uneven slices, low-rank and full perturbations, a carried
+    state) give the one-thread integers exactly."""
+    cfg = lm.ModelConfig(16, 2)
+    params = lm.init_params(cfg, seed=4)
+    n = 15
+    tokens = np.random.default_rng(7).integers(0, 256, (n, 11)).astype(np.uint8)
+    h0 = np.random.default_rng(8).integers(-127, 128, (2, n, 16)).astype(np.int8)
+    pert = lowrank_perturbation(cfg, np, n, rank=2, shift=8, seed=9)
+    pert["l0.w_f"] = lm.Full(pert["l0.w_f"].materialise(), 8)
+    try:
+        lm.set_threads(1)
+        a, ha = lm.sequence_logprob(params, cfg, tokens, h0, pert, time_chunk=4)
+        lm.set_threads(threads)
+        b, hb = lm.sequence_logprob(params, cfg, tokens, h0, pert, time_chunk=4)
+    finally:
+        lm.set_threads(1)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ha, hb)
+
 # -----------------------------------------------------------------------------
 # counter-based noise
 

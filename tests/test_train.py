@@ -1,5 +1,6 @@
 """train.py: CLI errors, outputs, checkpoints, bit-identical resume, Ctrl-C, for every method."""
 import csv
+import json
 import os
 import re
 import shlex
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 import eggroll
+import int_rnn_lm as lm
 import train
 
 TINY = ["--device", "cpu", "--d_model", "16", "--n_layers", "1", "--seq_len", "16",
@@ -71,7 +73,7 @@ def test_help_lists_every_config_field_with_its_comment(capsys):
     out = capsys.readouterr().out
     assert e.value.code == 0
     comments = train.field_comments(eggroll.Config)
-    for name in ("population", "group_size", "sigma_shift", "alpha_decay", "rank", "noise_reuse"):
+    for name in ("population", "group_size", "sigma_shift", "alpha_end", "rank", "noise_reuse"):
         assert f"--{name}" in out, name
         assert comments[name].split()[0] in out, (name, comments[name])
 
@@ -97,8 +99,10 @@ def test_eggroll_short_run_lowers_val_bpb_and_writes_outputs(tmp_path):
 
 @pytest.mark.parametrize("method", train.METHODS)
 def test_resume_is_bit_identical(method, tmp_path):
-    """4 steps straight == 2 steps, then --resume, then 2 more: params and state bit-identical."""
+    """4 steps straight == 2 steps, then --resume, then 2 more: params and state bit-identical.
+    The 2-step part keeps the 4-step schedule (--horizon 4) where the method has one."""
     base = TINY + SMALL[method] + ["--method", method, "--eval_every", "2"]
+    base += ["--horizon", "4"] if method in ("eggroll", "es_naive") else []
     assert run(base + ["--steps", "4", "--out", str(tmp_path / "a")]) == 0
     assert run(base + ["--steps", "2", "--out", str(tmp_path / "b")]) == 0
     ckpt = str(tmp_path / "b" / method / "ckpt_last.npz")
@@ -184,3 +188,81 @@ def test_readme_test_command_is_what_ci_runs():
     with open(os.path.join(ROOT, "requirements.txt")) as f:
         reqs = f.read()
     assert all(name in reqs for name in ("numpy", "matplotlib", "pytest"))
+
+# -----------------------------------------------------------------------------
+# a budget plans the run; threads never change it; --sample reads checkpoints
+
+
+def test_budget_without_steps_plans_a_run_that_steps_reproduces(tmp_path, capsys):
+    """--budget_s without --steps times a few steps on copies and plans N steps (the schedule's
+    horizon, recorded in log.csv, checkpoints and summary.json); the same flags with --steps M
+    --horizon N (M: the steps the budget allowed, normally N) give the same checkpoint."""
+    base = TINY + SMALL["eggroll"] + ["--eval_every", "10"]
+    assert run(base + ["--budget_s", "3", "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    with open(tmp_path / "a" / "eggroll" / "summary.json") as f:
+        summary = json.load(f)
+    n, m = summary["planned_steps"], summary["steps"]
+    assert f"planned {n} steps for --budget_s 3" in out and 10 <= m <= n, (out, n, m)
+    with open(tmp_path / "a" / "eggroll" / "log.csv") as f:
+        assert next(csv.DictReader(f))["planned_steps"] == str(n)
+    assert run(base + ["--steps", str(m), "--horizon", str(n), "--out", str(tmp_path / "b")]) == 0
+    a = load_arrays(tmp_path / "a" / "eggroll" / "ckpt_last.npz")
+    b = load_arrays(tmp_path / "b" / "eggroll" / "ckpt_last.npz")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_resume_with_another_plan_is_refused_with_the_fix(tmp_path, capsys):
+    base = TINY + SMALL["eggroll"] + ["--out", str(tmp_path)]
+    assert run(base + ["--steps", "2"]) == 0
+    ckpt = str(tmp_path / "eggroll" / "ckpt_last.npz")
+    capsys.readouterr()
+    assert run(base + ["--steps", "4", "--resume", ckpt]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "planned for 2 steps" in err and "--horizon 2" in err
+    assert run(base + ["--steps", "4", "--horizon", "2", "--resume", ckpt]) == 0
+
+
+@pytest.mark.parametrize("method", ["eggroll", "es_naive", "mezo"])
+def test_threads_do_not_change_the_run(method, tmp_path):
+    """1, 2 and 3 CPU threads split the population's rows differently: same checkpoint."""
+    base = TINY + SMALL[method] + ["--method", method, "--steps", "3"]
+    ckpts = []
+    for k in (1, 2, 3):
+        assert run(base + ["--threads", str(k), "--out", str(tmp_path / str(k))]) == 0
+        ckpts.append(load_arrays(tmp_path / str(k) / method / "ckpt_last.npz"))
+    for other in ckpts[1:]:
+        for k in ckpts[0]:
+            np.testing.assert_array_equal(ckpts[0][k], other[k], err_msg=k)
+
+
+def test_sample_from_a_checkpoint(tmp_path, capsysbinary):
+    """The checkpoint's model continues the prompt; the same seed gives the same bytes, and
+    they are the bytes lm.sample draws from the checkpoint's params."""
+    assert run(TINY + SMALL["eggroll"] + ["--steps", "2", "--out", str(tmp_path)]) == 0
+    ckpt = str(tmp_path / "eggroll" / "ckpt_best.npz")
+    capsysbinary.readouterr()
+    for _ in range(2):
+        assert run(["--sample", ckpt, "--prompt", "ROMEO:", "--sample_bytes", "40",
+                    "--device", "cpu"]) == 0
+    out = capsysbinary.readouterr().out
+    first, second = out[: len(out) // 2], out[len(out) // 2:]
+    params, _, meta = train.load_checkpoint(ckpt, np)
+    mcfg = lm.ModelConfig(**meta["model"])
+    want = lm.sample(lm.lm_predict(params, mcfg), lm.zero_hidden(mcfg, 1), b"ROMEO:", 40, 0)
+    assert first == second == b"ROMEO:" + want + b"\n", out
+
+
+@pytest.mark.parametrize("content,message", [(None, "cannot read checkpoint"),
+                                             (b"PK\x03\x04 not a zip", "cannot read checkpoint"),
+                                             ("npz", "is not a train.py checkpoint")])
+def test_sample_refuses_missing_or_corrupt_checkpoint(content, message, tmp_path, capsys):
+    path = tmp_path / "ckpt.npz"
+    if content == "npz":
+        np.savez(path, meta=np.array("{}"), x=np.zeros(3))
+    elif content is not None:
+        path.write_bytes(content)
+    assert run(["--sample", str(path), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
