@@ -2,6 +2,7 @@ r"""Throughput benchmarks: every number a ratio measured in one run on the curre
 
     $ python bench.py                  # CPU: small sizes, a few minutes on 2 cores
     $ python bench.py --device cuda    # GPU: the paper's sizes (D = 256, 1024; N up to 2^18)
+    $ python bench.py --device cuda --quick   # GPU acceptance (.ci/gpu): a reduced set
 
 Tables (DESIGN §8):
   1. integer matmul paths, TOPS and "exact?" against a float64 reference, on the model's
@@ -134,7 +135,8 @@ def bench_population(xp, d_models, populations, T, repeat, naive_max):
         for N in populations:
             params, tokens = population_inputs(mcfg, N, T, xp)
             chunk = min(N, 4096)
-            cfg = eggroll.Config(population=N, group_size=2, time_chunk=T, member_chunk=chunk)
+            cfg = eggroll.Config(population=N, group_size=2, time_chunk=min(T, 25),
+                                 member_chunk=chunk)
             state = eggroll.init(params, cfg, mcfg, 0)
             seqs = tokens[: eggroll.num_sequences(cfg)]
             hidden = lm.zero_hidden(mcfg, N, xp)
@@ -142,7 +144,7 @@ def bench_population(xp, d_models, populations, T, repeat, naive_max):
             def inference():
                 for i in range(0, N, chunk):
                     lm.sequence_logprob(params, mcfg, tokens[i: i + chunk], hidden[:, i: i + chunk],
-                                        None, T)
+                                        None, cfg.time_chunk)
 
             def egg():
                 eggroll.step(params, state, (seqs, False), 5, cfg, mcfg, 0)
@@ -150,7 +152,8 @@ def bench_population(xp, d_models, populations, T, repeat, naive_max):
             t_egg = timer(xp, egg, repeat)
             mtok = N * T
             rows.append([D, N, f"{mtok / t_inf / 1e6:.3f}", f"{mtok / t_egg / 1e6:.3f}",
-                         f"{100 * t_inf / t_egg:.1f} %"])
+                         f"{100 * t_inf / t_egg:.1f} %",
+                         f"{eggroll.step_peak_bytes(mcfg, cfg, T) / 2**30:.2f} GiB"])
             if N <= naive_max:
                 ncfg = es_naive.Config(population=N, group_size=2)
                 nstate = es_naive.init(params, ncfg, mcfg, 0)
@@ -163,7 +166,8 @@ def bench_population(xp, d_models, populations, T, repeat, naive_max):
                                    f"{t_naive / t_egg:.1f}x", f"{low:,}", f"{full:,}"])
     table(f"2. EGGROLL step vs plain inference (L = 1, {T} tokens per member): "
           "M member-tokens/s",
-          ["D", "population", "inference", "EGGROLL", "EGGROLL % of inference"], rows)
+          ["D", "population", "inference", "EGGROLL", "EGGROLL % of inference",
+           "EGGROLL memory bound"], rows)
     table("3. naive ES vs EGGROLL (same population and tokens): M member-tokens/s and noise "
           "bytes per member", ["D", "population", "EGGROLL", "naive ES", "naive ES slower by",
                                "EGGROLL B/member", "naive ES B/member"], rows_naive)
@@ -238,6 +242,8 @@ def main():
     p.add_argument("--repeat", type=int, default=3, help="timed runs per entry (median)")
     p.add_argument("--only", choices=("matmul", "population", "scaling"), default=None,
                    help="run one table group only")
+    p.add_argument("--quick", action="store_true",
+                   help="a reduced set of sizes (the GPU acceptance, .ci/gpu)")
     p.add_argument("--split_step", default="", help=argparse.SUPPRESS)   # table 4's worker
     args = p.parse_args()
     if args.split_step:
@@ -247,9 +253,15 @@ def main():
     xp = lm.get_backend(args.device)
     gpu = xp is not np
     print(f"device: {'cuda' if gpu else 'cpu'} ({xp.__name__})")
-    if gpu:
+    if gpu and args.quick:
+        shapes = [(16384, 256, 1024), (4096, 4096, 4096)]
+        d_models, pops, T, naive_max = (256,), [2 ** 12, 2 ** 16], 100, 2 ** 12
+    elif gpu:
         shapes = [(4096, 256, 1024), (16384, 256, 1024), (16384, 1024, 256), (4096, 4096, 4096)]
         d_models, pops, T, naive_max = (256, 1024), [2 ** k for k in range(10, 19, 2)], 100, 2 ** 12
+    elif args.quick:
+        shapes = [(16, 16, 16), (4096, 64, 256)]
+        d_models, pops, T, naive_max = (64,), [2 ** 10], 8, 2 ** 10
     else:
         shapes = [(16, 16, 16), (4096, 64, 256), (4096, 256, 1024), (1024, 1024, 1024),
                   (4096, 4096, 4096)]
@@ -258,7 +270,7 @@ def main():
         bench_matmul(xp, shapes, args.repeat)
     if args.only in (None, "population"):
         bench_population(xp, d_models, pops, T, args.repeat, naive_max)
-    if args.only is None and shutil.which("mpiexec"):
+    if args.only is None and not args.quick and shutil.which("mpiexec"):
         bench_scaling(max(args.repeat, 5))
 
 

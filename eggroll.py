@@ -141,7 +141,8 @@ def member_perturbation(noise, cfg):
             A_members = xp.repeat(A, 2, axis=0) * sign[:, None, None].astype(xp.int8)
             pert[name] = lm.LowRank(A_members, xp.repeat(B, 2, axis=0), shift)  # (N, m, r)
         else:
-            pert[name] = lm.Full(xp.repeat(nz, 2, axis=0) * sign[:, None], shift)  # (N, d)
+            pert[name] = lm.Full(xp.repeat(nz, 2, axis=0) * sign[:, None].astype(xp.int32),
+                                 shift)                                        # (N, d) int32
     return pert
 
 # -----------------------------------------------------------------------------
@@ -223,6 +224,23 @@ def integer_update(params, F, noise, threshold):
         total += Z.size
     return new, moved / total
 
+
+def step_peak_bytes(mcfg, cfg, seq_len):
+    """An upper bound of one step's device memory, to size member_chunk and time_chunk by
+    arithmetic (README "GPU memory"): the pair noise as drawn and sliced (2x), its per-member
+    copies for all N members (int8 factors, int32 vector noise, one transient copy), the carried
+    states (old and new), one member chunk's forward (lm.forward_peak_bytes) and the update's Z
+    (int32 and int64) with one pair chunk's (diag(F) A, B) operands."""
+    shapes = list(lm.param_shapes(mcfg).values())
+    factors = sum(cfg.rank * (s[0] + s[1]) for s in shapes if len(s) == 2)   # int8 per pair
+    vectors = sum(4 * s[0] for s in shapes if len(s) == 1)                 # int32 per pair
+    P, N = cfg.population // 2, cfg.population
+    noise = 2 * P * (factors + vectors) + 2 * N * (factors + vectors)
+    hidden = 2 * mcfg.n_layers * N * mcfg.d_model
+    forward = lm.forward_peak_bytes(mcfg, (cfg.member_chunk or N) * min(cfg.time_chunk, seq_len))
+    update = max(12 * s[0] * s[1] + 2 * min(P, PAIR_CHUNK) * cfg.rank * (s[0] + s[1])
+                 for s in shapes if len(s) == 2)
+    return noise + hidden + forward + update
 
 # -----------------------------------------------------------------------------
 # the method interface train.py calls (README "The method interface")

@@ -518,6 +518,20 @@ def sequence_logprob_rows(params, cfg, tokens, hidden, perturb, time_chunk):
         logits, hidden = forward(params, cfg, tokens[:, t0:t1], hidden, perturb)
         total += token_logprob(logits, tokens[:, t0 + 1: t1 + 1]).sum(axis=1)
     return total, hidden
+
+
+def forward_peak_bytes(cfg, n_tokens):
+    """An upper bound of the memory sequence_logprob allocates for one time chunk of n_tokens
+    (rows x time_chunk) positions, with or without member perturbations, so that member_chunk
+    and time_chunk can be sized by arithmetic before a run (README "GPU memory").
+
+    Per position, the widest layer dominates: the MLP's 4D-wide int32 accumulator, its low-rank
+    correction (int32, or int64 when 4D > 1040) and their sums, with the block's input and norm
+    alive beside them: <= 96 D bytes; the head and the integer log-softmax over 256 logits add
+    <= 4 KiB. The CPU's float32/64 GEMM copies of the weights add <= 40 D^2 (cuBLAS int8 needs
+    none). Checked against NumPy's allocations (tests/test_int_rnn_lm.py)."""
+    D = cfg.d_model
+    return n_tokens * (96 * D + 4096) + 40 * D * D
 # -----------------------------------------------------------------------------
 # log-likelihood: integer fitness for training, float64 bits/byte for reporting
 

@@ -172,3 +172,29 @@ def test_eggroll_step_is_deterministic_and_numpy_equals_cupy(xp):
         np.testing.assert_array_equal(a[k], b[k])
     np.testing.assert_array_equal(ha, hb)
     assert any((a[k] != lm.to_numpy(lm.init_params(mcfg, 3)[k])).any() for k in a)
+
+
+def test_step_peak_bytes_bounds_a_step_and_sizes_the_gpu_runs():
+    """A step's NumPy allocations stay under step_peak_bytes (tracemalloc), and by that
+    arithmetic the GPU default and bench.py's largest GPU size fit in 64 GiB (an 80 GB H100
+    with room to spare; an H200 has 141 GB)."""
+    import tracemalloc
+    mcfg = lm.ModelConfig(64, 2)
+    cfg = eg.Config(population=256, group_size=4, member_chunk=64, time_chunk=10)
+    params = lm.init_params(mcfg, 0)
+    state = eg.init(params, cfg, mcfg, 0)
+    train_bytes = lm.split_train_val(lm.load_bytes(lm.DEFAULT_DATA))[0][:100_000]
+    stream = lm.TrainStream(train_bytes, eg.num_sequences(cfg), 20)
+    eg.step(params, state, stream.batch(0), 0, cfg, mcfg, 0)   # warm the lookup tables
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        eg.step(params, state, stream.batch(1), 1, cfg, mcfg, 0)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert peak <= eg.step_peak_bytes(mcfg, cfg, 20), (peak, eg.step_peak_bytes(mcfg, cfg, 20))
+    gpu = eg.Config(**eg.GPU_DEFAULTS)
+    assert eg.step_peak_bytes(lm.ModelConfig(256, 2), gpu, 100) < 64 * 2**30
+    biggest = eg.Config(population=2**18, group_size=2, member_chunk=4096, time_chunk=25)
+    assert eg.step_peak_bytes(lm.ModelConfig(1024, 1), biggest, 100) < 64 * 2**30

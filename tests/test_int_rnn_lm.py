@@ -304,6 +304,27 @@ def test_sequence_logprob_is_independent_of_threads(threads):
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(ha, hb)
 
+
+@pytest.mark.parametrize("D,rows,T", [(16, 64, 25), (64, 128, 10), (256, 64, 10), (512, 16, 5)])
+def test_forward_peak_bytes_bounds_what_the_forward_allocates(D, rows, T):
+    """NumPy reports its allocations to tracemalloc: the population forward's peak stays under
+    forward_peak_bytes, and the bound is not vacuous (within 2.5x of the measured peak)."""
+    import tracemalloc
+    cfg = lm.ModelConfig(D, 2)
+    params = lm.init_params(cfg, seed=0)
+    pert = lowrank_perturbation(cfg, np, rows, rank=1, shift=8, seed=0)
+    tokens = np.random.default_rng(0).integers(0, 256, (rows, T + 1)).astype(np.uint8)
+    hidden = lm.zero_hidden(cfg, rows)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        lm.sequence_logprob_rows(params, cfg, tokens, hidden, pert, T)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    bound = lm.forward_peak_bytes(cfg, rows * T)
+    assert peak <= bound <= 2.5 * peak, f"peak {peak:,} B, bound {bound:,} B"
+
 # -----------------------------------------------------------------------------
 # counter-based noise
 

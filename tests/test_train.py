@@ -266,3 +266,23 @@ def test_sample_refuses_missing_or_corrupt_checkpoint(content, message, tmp_path
     assert run(["--sample", str(path), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
+
+
+@pytest.mark.parametrize("method", train.METHODS)
+def test_numpy_and_cupy_runs_agree(method, tmp_path, cupy_or_skip):
+    """The same flags on --device cpu and --device cuda (3 steps): the integer methods give the
+    same checkpoint bit for bit; Forward-Forward and NoProp, whose float32 parts round
+    differently in cuBLAS and OpenBLAS, give the same int8 LM and float arrays within 1e-4
+    (relative to each array's largest value)."""
+    base = TINY[2:] + SMALL[method] + ["--method", method, "--steps", "3"]   # TINY[:2]: device
+    for device in ("cpu", "cuda"):
+        assert run(base + ["--device", device, "--out", str(tmp_path / device)]) == 0
+    a = load_arrays(tmp_path / "cpu" / method / "ckpt_last.npz")
+    b = load_arrays(tmp_path / "cuda" / method / "ckpt_last.npz")
+    assert set(a) == set(b)
+    for k in a:
+        if method in ("eggroll", "es_naive", "mezo") or a[k].dtype.kind in "iub":
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{method}: {k}")
+        else:
+            scale = max(float(np.abs(a[k]).max()), 1e-30)
+            np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-4 * scale, err_msg=k)
