@@ -15,7 +15,9 @@ Tables (DESIGN §8):
   3. naive ES vs EGGROLL per member-token at the same population, and noise bytes per member;
   4. scaling out (README "Scaling out"): bytes each process receives per step under mpirun at
      the GPU default size, against a gradient all-reduce of the same model, and the measured
-     step time of each method's CPU default with K = 1 and 2 processes (`mpiexec -n K`).
+     step time of each method's CPU default with K = 1 and 2 processes (`mpiexec -n K`);
+  5. CPU threads (train.py --threads): each method's CPU default step with 1 and 2 threads
+     evaluating the rows (the results are bit-identical; tests/test_train.py).
 GPU timings use CUDA events after a warm-up; CPU timings use perf_counter.
 """
 import os
@@ -236,11 +238,41 @@ def bench_scaling(steps):
            "step ms, K = 1", "step ms, K = 2", "speed-up"], rows)
 
 
+# -----------------------------------------------------------------------------
+# 5. CPU threads: the same step with the rows split over k threads
+
+
+def bench_threads(steps, thread_counts=(1, 2)):
+    rows = []
+    for name, method in SPLIT_METHODS.items():
+        run = {**train.RUN_DEFAULTS["cpu"], **getattr(method, "RUN_DEFAULTS", {}).get("cpu", {})}
+        cfg = method.Config()
+        mcfg = lm.ModelConfig(run["d_model"], run["n_layers"])
+        stream = lm.TrainStream(lm.split_train_val(lm.load_bytes(lm.DEFAULT_DATA))[0],
+                                method.num_sequences(cfg), run["seq_len"], np)
+        rates = []
+        for k in thread_counts:
+            lm.set_threads(k)
+            params = lm.init_params(mcfg, 0, np)
+            state = method.init(params, cfg, mcfg, 0)
+            times, tokens = [], 0
+            for t in range(steps + 1):                              # step 0: warm-up
+                t0 = time.perf_counter()
+                params, state, stats = method.step(params, state, stream.batch(t), t, cfg, mcfg, 0)
+                times.append(time.perf_counter() - t0)
+                tokens = int(stats["member_tokens"])
+            rates.append(tokens / float(np.median(times[1:])))
+        lm.set_threads(1)
+        rows.append([name] + [f"{r / 1e3:.1f}k" for r in rates] + [f"{rates[-1] / rates[0]:.2f}x"])
+    table("5. CPU threads: member-tokens/s of each method's CPU default step",
+          ["method"] + [f"{k} thread{'s' * (k > 1)}" for k in thread_counts] + ["speed-up"], rows)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--repeat", type=int, default=3, help="timed runs per entry (median)")
-    p.add_argument("--only", choices=("matmul", "population", "scaling"), default=None,
+    p.add_argument("--only", choices=("matmul", "population", "scaling", "threads"), default=None,
                    help="run one table group only")
     p.add_argument("--quick", action="store_true",
                    help="a reduced set of sizes (the GPU acceptance, .ci/gpu)")
@@ -250,6 +282,8 @@ def main():
         return split_step_seconds(args.split_step, args.repeat)
     if args.only == "scaling":
         return bench_scaling(max(args.repeat, 5))
+    if args.only == "threads":
+        return bench_threads(max(args.repeat, 5))
     xp = lm.get_backend(args.device)
     gpu = xp is not np
     print(f"device: {'cuda' if gpu else 'cpu'} ({xp.__name__})")
@@ -270,6 +304,8 @@ def main():
         bench_matmul(xp, shapes, args.repeat)
     if args.only in (None, "population"):
         bench_population(xp, d_models, pops, T, args.repeat, naive_max)
+    if args.only is None and not args.quick and not gpu:
+        bench_threads(max(args.repeat, 5))
     if args.only is None and not args.quick and shutil.which("mpiexec"):
         bench_scaling(max(args.repeat, 5))
 
