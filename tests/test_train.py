@@ -286,3 +286,18 @@ def test_numpy_and_cupy_runs_agree(method, tmp_path, cupy_or_skip):
         else:
             scale = max(float(np.abs(a[k]).max()), 1e-30)
             np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-4 * scale, err_msg=k)
+
+
+def test_compare_table_and_figure_with_a_reference_curve(tmp_path, capsys):
+    assert run(TINY + SMALL["eggroll"] + ["--steps", "2", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    ref = os.path.join(ROOT, "results", "nano_egg_cpu.csv")
+    assert train.read_reference(ref)[0] == (88.3, 7.1657)
+    assert run(["--compare", str(tmp_path), "--reference", ref]) == 0
+    out = capsys.readouterr().out
+    assert "| eggroll | `eggroll.py` |" in out and (tmp_path / "compare.png").stat().st_size > 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("# a comment\nseconds,loss\n1,2\n")
+    assert run(["--compare", str(tmp_path), "--reference", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot read reference curve" in err, err
