@@ -62,8 +62,8 @@ Departures from the paper and its code (each also marked at its line):
     tensors' shapes; the per-step seed is derived from (cfg.seed, step), not drawn fresh.
   * n > 1 follows Algorithm 2 (n seeds, n scalars, n updates of step η/n), but all n
     directions use the same batch (Algorithm 2 draws a new batch per direction).
-  * no weight decay and a constant learning rate (the paper's full-parameter runs use wd = 0
-    and a constant schedule).
+  * no weight decay and, by default, a constant learning rate (the paper's full-parameter runs
+    use wd = 0 and a constant schedule); --lr_end < 1 decays η linearly over the run's horizon.
   * the default direction is sparse (k = 6 in Eq. 5), not Gaussian: each step estimates the
     gradient on a random ~5 % of the weights (~4 K of 82 K at D = 64) and moves only those, so
     the SPSA noise, which grows with the number of perturbed coordinates (Eq. 4), and the
@@ -102,7 +102,9 @@ import int_rnn_lm as lm
 class Config:
     batch: int = 32          # S data rows per step; both sides of a direction score the same rows
     eps_shift: int = 6       # k of Eq. 5: delta = round(16 N(0,1) / 2^k); 6: +-1 on 4.9% of weights
-    lr: float = 256.0        # eta of Eq. 8: weight units per (bits/byte per unit delta), constant
+    lr: float = 256.0        # eta of Eq. 8: weight units per (bits/byte per unit delta)
+    lr_end: float = 1.0      # eta at the horizon, as a fraction of lr: linear decay (1: constant)
+    horizon: int = 3600      # steps the lr schedule spans; train.py sets it to the run's steps
     n_dirs: int = 1          # n of Eq. 2: SPSA directions per step, 2n forward passes
     time_chunk: int = 25     # bytes per forward chunk (memory bound; results do not depend on it)
 
@@ -129,6 +131,9 @@ def check_config(cfg):
                          f"got {cfg.eps_shift}")
     if not cfg.lr > 0:
         raise ValueError(f"lr must be > 0, got {cfg.lr}")
+    if not 0 <= cfg.lr_end <= 1 or cfg.horizon < 1:
+        raise ValueError(f"lr_end must be in [0, 1] and horizon >= 1, got {cfg.lr_end}, "
+                         f"{cfg.horizon}")
     if cfg.n_dirs < 1 or cfg.time_chunk < 1:
         raise ValueError(f"n_dirs and time_chunk must be >= 1, got {cfg.n_dirs}, "
                          f"{cfg.time_chunk}")
@@ -221,6 +226,12 @@ def projected_grads_int(params, mcfg, tokens, hidden, seed, t, cfg, directions):
 # update: Alg. 1 line 6 with stochastic rounding to integer steps (Eq. 8)
 
 
+def lr_schedule(t, cfg):
+    """eta_t = lr (1 - (1 - lr_end) t / horizon): constant when lr_end = 1 (the paper's
+    full-parameter runs), a linear decay over the run's horizon otherwise."""
+    return cfg.lr * (1.0 - (1.0 - cfg.lr_end) * min(t, cfg.horizon) / cfg.horizon)
+
+
 def zo_sgd_update_int_(params, pgs, seed, t, cfg, mcfg):
     """θ ← I8(θ + ⌊c_j δ_j + u⌋) for each direction j, c_j = -η pg_j / n (Alg. 2), in place.
 
@@ -228,7 +239,7 @@ def zo_sgd_update_int_(params, pgs, seed, t, cfg, mcfg):
     weights that moved (a 0-d device array)."""
     moved, total = 0, 0
     for j, pg in enumerate(pgs):
-        c_q = int(round(-cfg.lr * pg / cfg.n_dirs * (1 << SR_BITS)))      # c in q16, a scalar
+        c_q = int(round(-lr_schedule(t, cfg) * pg / cfg.n_dirs * (1 << SR_BITS)))  # c, q16
         # |c| >= 127 saturates every nonzero δ anyway, so clipping c changes no step; it keeps
         # |c_q δ| <= 127 * 2^16 * 69 < 2^30, so the int32 lanes below cannot wrap
         c_q = max(-127 << SR_BITS, min(127 << SR_BITS, c_q))

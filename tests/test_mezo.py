@@ -373,7 +373,18 @@ def test_short_lm_run_lowers_val_bits_per_byte():
 
 
 @pytest.mark.parametrize("bad", [dict(batch=0), dict(eps_shift=-1), dict(eps_shift=8),
-                                 dict(lr=0.0), dict(n_dirs=0), dict(time_chunk=0)])
+                                 dict(lr=0.0), dict(n_dirs=0), dict(time_chunk=0),
+                                 dict(lr_end=-0.1), dict(lr_end=1.5), dict(horizon=0)])
 def test_check_config_rejects(bad):
     with pytest.raises(ValueError):
         mezo.check_config(mezo.Config(**bad))
+
+
+@pytest.mark.parametrize("horizon", [1, 9, 3600, 50_000])
+def test_lr_schedule_endpoints_and_monotone_for_any_horizon(horizon):
+    for lr_end in (1.0, 0.3, 0.0):
+        cfg = mezo.Config(lr=256.0, lr_end=lr_end, horizon=horizon)
+        lrs = [mezo.lr_schedule(t, cfg) for t in np.linspace(0, horizon, 100).astype(int)]
+        assert lrs[0] == 256.0 and lrs[-1] == pytest.approx(256.0 * lr_end, abs=1e-9)
+        assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+        assert mezo.lr_schedule(2 * horizon, cfg) == lrs[-1]     # past the horizon: held

@@ -102,7 +102,7 @@ def test_resume_is_bit_identical(method, tmp_path):
     """4 steps straight == 2 steps, then --resume, then 2 more: params and state bit-identical.
     The 2-step part keeps the 4-step schedule (--horizon 4) where the method has one."""
     base = TINY + SMALL[method] + ["--method", method, "--eval_every", "2"]
-    base += ["--horizon", "4"] if method in ("eggroll", "es_naive") else []
+    base += ["--horizon", "4"] if method in ("eggroll", "es_naive", "mezo") else []
     assert run(base + ["--steps", "4", "--out", str(tmp_path / "a")]) == 0
     assert run(base + ["--steps", "2", "--out", str(tmp_path / "b")]) == 0
     ckpt = str(tmp_path / "b" / method / "ckpt_last.npz")
