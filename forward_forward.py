@@ -36,8 +36,11 @@ reads is the integer model's. The local learners, and what each one updates:
   * the MLP of block l [FF-7]: activity = its output o_t; its input m_t = norm(y_{l-1,t} + h_t)
     is a constant. Updates mlp1, mlp2.
   * the readout [FF-10]: a float softmax regression from the normalised activities of the
-    embedding and of every block to the next byte. Updates its own R, r; it is what gives
-    bits/byte and samples (train.py calls `predict`).
+    embedding and of every block to the next byte. Updates its own R, r; it never reaches the
+    layers (no gradient, and the negatives do not use it).
+  * the goodness predictor [FF-11]: Hinton's own, the goodness scan over all 256 next bytes.
+    Updates one float, beta (its inverse temperature).
+  `--predictor readout|goodness` picks which one gives val bits/byte and samples (`predict`).
   Not trained: `emb` (a lookup row has no context, so its goodness cannot tell a real byte from
   a wrong one; it is the fixed input code, like the one-hot input of Hinton's sequence net),
   the norm gains ln1, ln2, and ln_out / head (the readout replaces the LM's head; both stay as
@@ -54,13 +57,22 @@ reads is the integer model's. The local learners, and what each one updates:
             by a wrong byte x~_t and every layer runs ONE integer step from the real states
             s_{t-1} (the real prefix); layer l's negative input is layer l-1's negative
             output. x~_t is a unigram sample (the byte at a random position of the same
-            batch; weight 0 where it equals x_t) or, for a fraction hard_frac of positions
-            after hard_after steps, a sample of the readout's p(. | x_<t) with x_t removed.
+            batch; weight 0 where it equals x_t) or, on scan_positions positions per step
+            after hard_after steps, the model's own wrong prediction: a sample of [FF-11]
+            with x_t removed.
     [FF-9]  W_int8 = I8(round(W_master)): each trained int8 tensor has a float32 master copy
             that Adam updates (units: one int8 step); the int8 LM is re-quantised after
             every step and is the only thing the forward uses.
     [FF-10] log p(x_{t+1} | x_<=t) = log softmax(F_t R + r),
             F_t = [rms(emb_t) | rms(y_1,t) | ... | rms(y_L,t)],  rms(a) = a / sqrt(mean a^2)
+    [FF-11] the goodness scan [FF-4] as a predictor (the FF paper's sequence experiment):
+              G_t(c) = sum over every learner of its goodness g when byte c is fed at t from
+                       the real states (one integer step of every block, as [FF-8])
+              log p(x_t = c | x_<t) = log softmax_c(beta G_t(c)),   temperature = 1 / beta
+            G is exact (integer sums of squares, in units of 1 / (256 D)). beta starts at 0
+            (uniform: 8 bits/byte) and takes one Adam step (readout_lr) per training step on
+            this softmax's cross-entropy over scan_positions random positions of the batch:
+            dCE/dbeta = mean(E_p[G] - G_t(x_t)). The run logs it (column beta).
 
 Hand-derived gradients (row weight w, s = +-1, dg = dL/dg of [FF-2], M(.) = 1 where the clip
 of that quantity is not saturated, 0 where it is; D = width):
@@ -71,6 +83,7 @@ of that quantity is not saturated, 0 where it is; D = width):
     MLP:  do = dg 2 o / (256 D) M(o);  dW_2 = do^T z / c4;  dz = do W_2 / c4 M(z)
           dW_1 = dz^T m / c
     readout: dL/d(F R + r) = (softmax - onehot) / N;  dR = F^T (.),  dr = sum (.)
+    beta:  dCE/dbeta = mean_t (sum_c p_t(c) G_t(c) - G_t(x_t))
 The gradient is the surrogate's, evaluated at the int8 weights and the integer activations
 and applied to the masters: straight-through for the floors and for [FF-9]. No gradient
 reaches another layer, the embedding or the state: n, s, m and F are constants.
@@ -87,11 +100,18 @@ What this file simplifies or departs from:
 - LM: the layers are the model's own saturating integer layers, not ReLU layers; goodness is
   the mean square (the int8 range caps it); between layers the model's own L1 norm (DESIGN §1)
   plays the part of [FF-3], but the residual stream also passes the input up unnormalised;
-- LM: hard negatives are a top-down signal (the readout reads every layer), as in Hinton's
-  teacher forcing; with hard_frac = 0 a layer's updates depend on nothing above it.
+- LM: the model's own negatives are a top-down signal (the scan sums every layer's goodness),
+  as in Hinton's teacher forcing; before hard_after steps a layer's updates depend on nothing
+  above it;
+- LM: only scan_positions positions of a step's S T get the model's own negative (a scan costs
+  256 one-step forwards per position); the rest are unigram draws.
+
+The baseline for every readout-scored number, `--reservoir true`: the same readout trained on
+the same data, on the LM frozen at its init (no FF step; bit for bit the readout of `--lr 0`).
 
 Shapes: B = batch, D = input features (LM: d_model), H = layer width, C = classes, L = number of
-layers; LM: S = windows per step, T = bytes per window, N = S T positions, F = (L + 1) D.
+layers; LM: S = windows per step, T = bytes per window, N = S T positions, F = (L + 1) D,
+K = scan_positions.
 
 Measured (2 shared CPU cores, OPENBLAS_NUM_THREADS=1, D = 64, L = 1, tinyshakespeare; val
 unigram 4.83, bigram 3.59 bits/byte): the default run (600 steps of 32 x 100 bytes) reaches
@@ -146,8 +166,10 @@ class Config:
     lr: float = 0.25          # Adam step of the float master weights, in int8 units [FF-9]
     readout_lr: float = 1e-2  # Adam learning rate of the softmax readout [FF-10]
     theta: float = 1.0        # goodness threshold: mean squared activity in real units [FF-7]
-    hard_frac: float = 0.5    # fraction of negatives drawn from the readout [FF-8]
-    hard_after: int = 10      # steps with unigram negatives only (the readout starts at zero)
+    scan_positions: int = 64  # positions a step scans over 256 bytes: fit beta, negatives [FF-11]
+    hard_after: int = 10      # steps with unigram negatives only (beta starts at 0: uniform)
+    predictor: str = "readout"  # what val bits/byte and samples use: readout or goodness [FF-11]
+    reservoir: bool = False   # baseline: train only the readout; the LM stays at its init
 
 
 # the GPU default run: many more windows per step (train.py: D = 256, L = 2)
@@ -156,6 +178,7 @@ GPU_DEFAULTS = dict(rows=256)
 # 2-minute default run takes more, smaller steps than train.py's 120
 RUN_DEFAULTS = {"cpu": dict(steps=600, eval_every=100, log_every=20)}
 
+SCAN_CHUNK = 64  # positions per goodness scan call in predict (64 x 256 rows: fastest on CPU)
 GRU_NAMES = ("w_f", "u_f", "b_f", "w_h", "u_h", "b_h")   # the GRU cell's learner [FF-6]
 MLP_NAMES = ("mlp1", "mlp2")                              # the MLP's learner [FF-7]
 
@@ -245,17 +268,15 @@ def softmax(o):
 
 def readout_loss_and_grads(readout, feats, y):
     """[FF-5] / [FF-10] mean cross-entropy (nats) of a linear softmax on fixed features (plain
-    logistic regression: its gradient never enters the FF layers). Also returns the
-    probabilities Q (B, C)."""
+    logistic regression: its gradient never enters the FF layers)."""
     xp = get_xp(feats)
     o = feats @ readout["R"] + readout["r"]                       # (B, C)
     lse = o.max(axis=1) + xp.log(xp.exp(o - o.max(axis=1, keepdims=True)).sum(axis=1))
     loss = xp.mean(lse - o[xp.arange(len(y)), y])
-    Q = softmax(o)                                                # (B, C)
-    G = Q.copy()
+    G = softmax(o)                                                # (B, C)
     G[xp.arange(len(y)), y] -= 1.0
     G /= len(y)                                                   # (B, C) dL/do = (Q - Y)/B
-    return loss, {"R": feats.T @ G, "r": G.sum(axis=0)}, Q       # (F, C), (C,)
+    return loss, {"R": feats.T @ G, "r": G.sum(axis=0)}          # (F, C), (C,)
 
 
 # --- the integer LM: local learners on the LM's own layers ---
@@ -315,18 +336,37 @@ def mlp_ff_loss_and_grads(w, m, sign, weight, theta):
 
 
 def block_states(params, p, y, s0):
-    """lm.block, keeping what the local learners read (same integers as lm.block).
+    """lm.block, keeping what the local learners read and their activities (same integers as
+    lm.block).
 
     y (N, T, D) q4 int32, s0 (N, D) state -> n (N, T, D) GRU input, s_prev (N, T, D) state
-    before each step, m (N, T, D) MLP input, y_out (N, T, D), s_last (N, D) int8."""
+    before each step, h (N, T, D) GRU activity (the state after each step), m (N, T, D) MLP
+    input, o (N, T, D) MLP activity, y_out (N, T, D); the last state is h[:, -1]."""
     xp = lm.backend_of(y)
     n = lm.int_norm(y, lm.vector_param(params, p + "ln1", None))
-    h, s_last = lm.gru_scan(params, p, n, s0, None)               # h: the state after each step
+    h, _ = lm.gru_scan(params, p, n, s0, None)                    # (N, T, D) state after each step
     s_prev = xp.concatenate([lm.wide(s0)[:, None], h[:, :-1]], axis=1)
     y_mid = lm.clip8(y + h)
     m = lm.int_norm(y_mid, lm.vector_param(params, p + "ln2", None))
-    y_out = lm.clip8(y_mid + lm.mlp(params, p, m, None))
-    return n, s_prev, m, y_out, s_last
+    o = lm.mlp(params, p, m, None)                                # (N, T, D)
+    return n, s_prev, h, m, o, lm.clip8(y_mid + o)
+
+
+def candidate_goodness(params, mcfg, s_prev):
+    """[FF-11] the goodness scan [FF-4] on the LM: feed every byte c at each of P positions
+    from the real previous states s_prev (L, P, D), one integer step of every block, and sum
+    the learners' goodness. Exact integers: G (P, 256) int64 in units of 1 / (256 D) (so that
+    G / (256 D) = sum over learners of mean_j (a_j / 16)^2, the [FF-7] goodness)."""
+    xp = lm.backend_of(s_prev)
+    L, P, D = s_prev.shape
+    cand = xp.tile(xp.arange(lm.VOCAB, dtype=xp.uint8), P)       # (P 256,) c fastest
+    y = lm.embed(params, cand[:, None], None)                     # (P 256, 1, D)
+    G = xp.zeros(P * lm.VOCAB, xp.int64)
+    for l in range(L):
+        s = xp.repeat(s_prev[l], lm.VOCAB, axis=0)                # (P 256, D) the real prefix
+        _, _, h, _, o, y = block_states(params, f"l{l}.", y, s)
+        G += (h * h).sum(axis=(1, 2)) + (o * o).sum(axis=(1, 2))  # GRU + MLP learner
+    return G.reshape(P, lm.VOCAB)
 
 
 def features(acts):
@@ -343,25 +383,60 @@ def quantise(w):
     return lm.sat8(get_xp(w).rint(w))
 
 
-def draw_negatives(x, Q, t, cfg, seed):
-    """[FF-8] wrong bytes for every position of the windows x (S, T).
+def sample_wrong(P, real, u):
+    """Inverse-CDF draw of a byte from the rows of P (K, 256) with the real byte (K,) removed;
+    u (K, 1) uniforms. Returns (K,) uint8."""
+    xp = lm.backend_of(P)
+    cdf = xp.cumsum(P * (xp.arange(lm.VOCAB) != real[:, None]), axis=-1)  # (K, 256)
+    return xp.minimum((cdf < u * cdf[:, -1:]).sum(axis=-1), 255).astype(xp.uint8)
 
-    Q (S, T, 256): the readout's p(next byte) at each position. Returns the negative bytes
-    (S, T) uint8 and weights (S, T): 0 where a unigram draw hit the real byte."""
+
+def draw_negatives(x, t, seed):
+    """[FF-8] unigram negatives for every position of the windows x (S, T): the byte at a random
+    position of the same batch. Returns them (S, T) uint8 and weights (S, T): 0 where the draw
+    hit the real byte."""
     xp = lm.backend_of(x)
     S, T = x.shape
-    rng = make_rng(seed, 4, t)
-    uni = x.reshape(-1)[xp.asarray(rng.integers(0, S * T, (S, T)))]  # the batch's unigram
-    hard = rng.random((S, T)) < (cfg.hard_frac if t >= cfg.hard_after else 0.0)
-    hard[:, 0] = False                                            # no prediction for byte 0
-    u = xp.asarray(rng.random((S, T - 1, 1)))                     # inverse-CDF uniforms
-    real = xp.arange(lm.VOCAB) == x[:, 1:, None]                  # (S, T - 1, 256) one-hot
-    P = Q[:, :-1].astype(xp.float64) * ~real                      # p(x_t | x_<t), real byte out
-    cdf = xp.cumsum(P, axis=-1)                                   # (S, T - 1, 256)
-    pick = xp.minimum((cdf < u * cdf[..., -1:]).sum(axis=-1), 255)  # (S, T - 1)
-    model = xp.concatenate([uni[:, :1], pick.astype(xp.uint8)], axis=1)
-    neg = xp.where(xp.asarray(hard), model, uni)                  # (S, T)
+    pick = make_rng(seed, 4, t).integers(0, S * T, (S, T))
+    neg = x.reshape(-1)[xp.asarray(pick)]                         # (S, T) the batch's unigram
     return neg, (neg != x).astype(xp.float32)
+
+
+def goodness_log_softmax(G, beta):
+    """[FF-11] log p(c) = log softmax_c(beta G_c) in nats: G (P, 256) goodness of each byte."""
+    xp = lm.backend_of(G)
+    a = beta * G.astype(xp.float64)                               # (P, 256)
+    a -= a.max(axis=1, keepdims=True)
+    return a - xp.log(xp.exp(a).sum(axis=1, keepdims=True))
+
+
+def goodness_ce_and_grad(G, real, beta):
+    """[FF-11] mean cross-entropy (nats) of the goodness predictor on the real bytes (P,), its
+    derivative d CE / d beta = mean(E_p[G] - G_real), and p (P, 256)."""
+    xp = lm.backend_of(G)
+    logp = goodness_log_softmax(G, beta)                          # (P, 256)
+    p, rows = xp.exp(logp), xp.arange(len(real))
+    return -logp[rows, real].mean(), xp.mean((p * G).sum(axis=1) - G[rows, real]), p
+
+
+def goodness_scan_step(params, state, s_prev, x, t, cfg, mcfg, seed):
+    """[FF-11] scan scan_positions random positions of the batch (s_prev (L, N, D) the real
+    previous states, x (N,) the real bytes): one Adam step on beta, and a negative for each
+    drawn from the goodness predictor itself (Hinton's teacher forcing). Returns the positions
+    (K,), their negatives (K,) and the predictor's bits/byte on them (before the step)."""
+    xp = lm.backend_of(x)
+    rng = make_rng(seed, 5, t)
+    K = min(cfg.scan_positions, len(x))
+    idx = xp.asarray(rng.choice(len(x), K, replace=False))       # (K,)
+    G = candidate_goodness(params, mcfg, s_prev[:, idx]) / (256.0 * mcfg.d_model)  # (K, 256)
+    real = x[idx].astype(xp.int64)
+    beta = state["goodness.beta"]                                 # (1,) float32
+    ce, grad, p = goodness_ce_and_grad(G, real, float(beta[0]))   # note: a CPU-GPU sync point
+    moments = {"m": {"beta": state["adam_m.goodness.beta"]},
+               "v": {"beta": state["adam_v.goodness.beta"]}}
+    adam_step({"beta": beta}, {"beta": grad.astype(xp.float32)}, moments, t + 1, cfg.readout_lr)
+    neg = sample_wrong(p, real, xp.asarray(rng.random((len(idx), 1))))
+    return idx, neg, float(ce) / math.log(2)
 
 
 def layer_step(params, state, l, rows, sign, weight, t, cfg):
@@ -396,10 +471,15 @@ def check_config(cfg):
         raise ValueError(f"lr must be >= 0 and readout_lr > 0, got {cfg.lr}, {cfg.readout_lr}")
     if cfg.theta <= 0:
         raise ValueError(f"theta must be > 0, got {cfg.theta}")
-    if not 0 <= cfg.hard_frac <= 1:
-        raise ValueError(f"hard_frac must be in [0, 1], got {cfg.hard_frac}")
     if cfg.hard_after < 0:
         raise ValueError(f"hard_after must be >= 0, got {cfg.hard_after}")
+    if cfg.scan_positions < 1:
+        raise ValueError(f"scan_positions must be >= 1, got {cfg.scan_positions}")
+    if cfg.predictor not in ("readout", "goodness"):
+        raise ValueError(f"predictor must be readout or goodness, got {cfg.predictor!r}")
+    if cfg.reservoir and cfg.predictor == "goodness":
+        raise ValueError("the reservoir baseline trains only the readout: use --predictor "
+                         "readout (the frozen LM's goodness predictor is --lr 0)")
 
 
 def num_sequences(cfg):
@@ -419,9 +499,11 @@ def init(params, cfg, mcfg, seed):
             state["adam_m." + name] = xp.zeros(params[name].shape, xp.float32)
             state["adam_v." + name] = xp.zeros(params[name].shape, xp.float32)
     n_feat = (mcfg.n_layers + 1) * mcfg.d_model
-    for key, shape in (("R", (n_feat, lm.VOCAB)), ("r", (lm.VOCAB,))):
-        for prefix in ("readout.", "adam_m.readout.", "adam_v.readout."):
-            state[prefix + key] = xp.zeros(shape, xp.float32)
+    for key, shape in (("R", (n_feat, lm.VOCAB)), ("r", (lm.VOCAB,)), ("beta", (1,))):
+        name = ("goodness." if key == "beta" else "readout.") + key
+        for prefix in ("", "adam_m.", "adam_v."):
+            state[prefix + name] = xp.zeros(shape, xp.float32)
+    state["goodness.on"] = xp.asarray(cfg.predictor == "goodness")   # predict gets no cfg
     return state
 
 
@@ -441,27 +523,38 @@ def step(params, state, batch, t, cfg, mcfg, seed):
     # positive pass: the integer LM over the real windows
     acts, pos, new_hidden = [lm.embed(params, x, None)], [], []
     for l in range(mcfg.n_layers):
-        n, s_prev, m, y_out, s_last = block_states(params, f"l{l}.", acts[-1], hidden[l])
+        n, s_prev, h, m, _, y_out = block_states(params, f"l{l}.", acts[-1], hidden[l])
         acts.append(y_out)
         pos.append((n, s_prev, m))
-        new_hidden.append(s_last)
+        new_hidden.append(h[:, -1].astype(xp.int8))
     state["hidden"] = xp.stack(new_hidden)                        # (L, S, D) int8
     # the readout: softmax regression on the normalised activities [FF-10]
-    ce, grads, Q = readout_loss_and_grads(readout_view(state), features(acts), y.reshape(-1))
+    ce, grads = readout_loss_and_grads(readout_view(state), features(acts), y.reshape(-1))
     moments = {"m": readout_view(state, "adam_m."), "v": readout_view(state, "adam_v.")}
     adam_step(readout_view(state), grads, moments, t + 1, cfg.readout_lr)
-    # negatives, and every block's local step on positive + negative rows
-    neg, neg_weight = draw_negatives(x, Q.reshape(S, T, lm.VOCAB), t, cfg, seed)
+    stats = {"loss": float(ce) / math.log(2), "member_tokens": S * T}  # readout bits/byte
+    if cfg.reservoir:  # the baseline: only the readout learns, the LM stays at its init
+        return params, state, stats
+    # negatives: unigram draws [FF-8], then the goodness predictor's own [FF-11]
+    neg, neg_weight = draw_negatives(x, t, seed)
+    s_prev_all = xp.stack([s_prev.reshape(S * T, D) for _, s_prev, _ in pos])  # (L, N, D)
+    idx, neg_g, stats["goodness_bpb"] = goodness_scan_step(params, state, s_prev_all,
+                                                           x.reshape(-1), t, cfg, mcfg, seed)
+    neg, neg_weight = neg.reshape(-1), neg_weight.reshape(-1)     # (N,)
+    if t >= cfg.hard_after:
+        neg[idx], neg_weight[idx] = neg_g, 1.0                    # always a wrong byte
+    # every block's local step on positive + negative rows
     sign = xp.concatenate([xp.ones(S * T), -xp.ones(S * T)]).astype(xp.float32)  # (2N,)
-    weight = xp.concatenate([xp.ones(S * T, xp.float32), neg_weight.reshape(-1)])
+    weight = xp.concatenate([xp.ones(S * T, xp.float32), neg_weight])
     weight /= weight.sum()                                        # (2N,) rows of a mean
     y_neg = lm.embed(params, neg, None).reshape(S * T, 1, D)      # one step per position
-    stats = {"loss": float(ce) / math.log(2), "member_tokens": 2 * S * T,  # readout bits/byte
-             "neg_kept": float(neg_weight.mean())}
+    stats.update(member_tokens=2 * S * T + len(idx) * lm.VOCAB,  # + the scan's one-byte steps
+                 neg_kept=float(neg_weight.mean()),
+                 beta=float(state["goodness.beta"][0]))
     for l in range(mcfg.n_layers):
         n, s_prev, m = pos[l]
         s_prev = s_prev.reshape(S * T, D)
-        n_neg, _, m_neg, y_neg, _ = block_states(params, f"l{l}.", y_neg, s_prev)
+        n_neg, _, _, m_neg, _, y_neg = block_states(params, f"l{l}.", y_neg, s_prev)
         rows = tuple(xp.concatenate([a.reshape(S * T, D), b.reshape(S * T, D)])
                      .astype(xp.float32) for a, b in ((n, n_neg), (s_prev, s_prev), (m, m_neg)))
         losses = layer_step(params, state, l, rows, sign, weight, t, cfg)
@@ -470,17 +563,33 @@ def step(params, state, batch, t, cfg, mcfg, seed):
 
 
 def predict(params, state, mcfg):
-    """[FF-10] the integer LM's activities -> the readout's log2 p (N, T, 256) float64."""
-    readout = readout_view(state)
+    """What val bits/byte and samples use: log2 p (N, T, 256) float64 of the readout [FF-10]
+    or, if state["goodness.on"], of the goodness predictor [FF-11] (predict gets no cfg)."""
+    readout, beta = readout_view(state), float(state["goodness.beta"][0])
 
-    def fn(tokens, hidden):
+    def readout_fn(tokens, hidden):
         _, hidden, acts = lm.forward(params, mcfg, tokens, hidden, return_activations=True)
         xp = lm.backend_of(tokens)
         o = (features(acts) @ readout["R"] + readout["r"]).astype(xp.float64)  # (N T, 256)
         o_max = o.max(axis=1, keepdims=True)
         log2p = (o - o_max - xp.log(xp.exp(o - o_max).sum(axis=1, keepdims=True))) / math.log(2)
         return log2p.reshape(*tokens.shape, lm.VOCAB), hidden
-    return fn
+
+    def goodness_fn(tokens, hidden):
+        """The next byte after position t: every candidate fed from the states after byte t."""
+        xp = lm.backend_of(tokens)
+        y, s_now, last = lm.embed(params, tokens, None), [], []
+        for l in range(mcfg.n_layers):
+            _, _, h, _, _, y = block_states(params, f"l{l}.", y, hidden[l])
+            s_now.append(h.reshape(-1, mcfg.d_model))             # (N T, D) state after byte t
+            last.append(h[:, -1].astype(xp.int8))
+        s_now = xp.stack(s_now)                                   # (L, N T, D)
+        G = xp.concatenate([candidate_goodness(params, mcfg, s_now[:, i: i + SCAN_CHUNK])
+                            for i in range(0, s_now.shape[1], SCAN_CHUNK)])   # (N T, 256)
+        log2p = goodness_log_softmax(G / (256.0 * mcfg.d_model), beta) / math.log(2)
+        return log2p.reshape(*tokens.shape, lm.VOCAB), xp.stack(last)
+
+    return goodness_fn if bool(state["goodness.on"]) else readout_fn
 
 
 # --- toy classification task ---
@@ -610,7 +719,7 @@ def train_toy(cfg, xp=np):
             losses = ff_train_step(layers, opts, embed_label(x, y, cfg),
                                    embed_label(x, y_neg, cfg), step, cfg)
             feats = ff_features(layers, embed_label(x, None, cfg), cfg.norm_eps)  # (B, F)
-            ce, grads, _ = readout_loss_and_grads(readout, feats, y)
+            ce, grads = readout_loss_and_grads(readout, feats, y)
             adam_step(readout, grads, readout_opt, step, cfg.readout_lr, cfg.adam_betas,
                       cfg.adam_eps)
             history.append(losses + [float(ce)])

@@ -40,7 +40,7 @@ def test_readout_gradients_match_finite_differences():
     rng = np.random.default_rng(1)
     readout = {"R": rng.standard_normal((7, 4)), "r": rng.standard_normal(4)}
     feats, y = rng.standard_normal((9, 7)), rng.integers(0, 4, 9)
-    _, grads, _ = ff.readout_loss_and_grads(readout, feats, y)
+    _, grads = ff.readout_loss_and_grads(readout, feats, y)
     err = fd_max_rel_error(
         lambda: float(ff.readout_loss_and_grads(readout, feats, y)[0]), readout, grads)
     assert err < FD_TOL, f"readout grads: max relative error {err:.2e} >= {FD_TOL:.0e}"
@@ -208,8 +208,8 @@ def test_surrogate_tracks_the_integer_cell():
     without the floors: within a few int8 units of it."""
     cfg, mcfg, params, _, stream, _ = lm_setup(L=1)
     tokens, _ = stream.batch(0)
-    n, s_prev, _, _, _ = ff.block_states(params, "l0.", lm.embed(params, tokens[:, :-1], None),
-                                         lm.zero_hidden(mcfg, cfg.rows)[0])
+    n, s_prev, _, _, _, _ = ff.block_states(params, "l0.", lm.embed(params, tokens[:, :-1], None),
+                                            lm.zero_hidden(mcfg, cfg.rows)[0])
     h_int, _ = lm.gru_scan(params, "l0.", n, lm.zero_hidden(mcfg, cfg.rows)[0], None)
     w = {k: params["l0." + k].astype(np.float64) for k in ff.GRU_NAMES}
     D = mcfg.d_model
@@ -232,23 +232,19 @@ def test_block_states_and_teacher_forced_step_match_the_model():
     _, final, acts = lm.forward(params, mcfg, x, hidden, return_activations=True)
     y, y_step = acts[0], acts[0].reshape(S * T, 1, D)
     for i in range(mcfg.n_layers):
-        n, s_prev, m, y, s_last = ff.block_states(params, f"l{i}.", y, hidden[i])
+        n, s_prev, h, m, _, y = ff.block_states(params, f"l{i}.", y, hidden[i])
         np.testing.assert_array_equal(y, acts[i + 1], err_msg=f"layer {i} output")
-        np.testing.assert_array_equal(s_last, final[i], err_msg=f"layer {i} state")
-        _, _, _, y_step, _ = ff.block_states(params, f"l{i}.", y_step, s_prev.reshape(S * T, D))
+        np.testing.assert_array_equal(h[:, -1], final[i], err_msg=f"layer {i} state")
+        *_, y_step = ff.block_states(params, f"l{i}.", y_step, s_prev.reshape(S * T, D))
         np.testing.assert_array_equal(y_step.reshape(S, T, D), y, err_msg=f"layer {i} step")
 
 
-def test_negatives_are_wrong_bytes():
+def test_unigram_negatives_come_from_the_batch():
     rng = np.random.default_rng(7)
     x = rng.integers(0, 4, (8, 50)).astype(np.uint8)              # few symbols: many collisions
-    Q = rng.dirichlet(np.ones(256), (8, 50))
-    cfg = replace(ff.Config(), hard_frac=1.0, hard_after=0)
-    neg, weight = ff.draw_negatives(x, Q, 3, cfg, seed=0)
-    assert np.all(neg[:, 1:] != x[:, 1:]), "a readout negative equals the real byte"
-    np.testing.assert_array_equal(weight, (neg != x).astype(np.float32))
-    uni, w_uni = ff.draw_negatives(x, Q, 3, replace(cfg, hard_frac=0.0), seed=0)
+    uni, w_uni = ff.draw_negatives(x, 3, seed=0)
     assert set(np.unique(uni)) <= set(np.unique(x)), "unigram negatives come from the batch"
+    np.testing.assert_array_equal(w_uni, (uni != x).astype(np.float32))
     assert 0.5 < w_uni.mean() < 0.95, f"kept fraction {w_uni.mean():.2f} for 4 symbols"
 
 
@@ -279,11 +275,12 @@ def test_layer_step_touches_only_its_layer():
 
 
 def test_lower_layers_ignore_layers_above():
-    """With unigram negatives only, block 0's whole trajectory over several steps is the same
-    whatever block 1's weights are (no gradient or signal flows down)."""
+    """With unigram negatives only (t < hard_after), block 0's whole trajectory over several
+    steps is the same whatever block 1's weights are (no gradient or signal flows down; the
+    goodness predictor's negatives [FF-11] sum every layer's goodness, a top-down signal)."""
     runs = []
     for flip in (False, True):
-        cfg, mcfg, params, state, stream, _ = lm_setup(hard_frac=0.0)
+        cfg, mcfg, params, state, stream, _ = lm_setup(hard_after=10)
         if flip:
             for k in ff.GRU_NAMES + ff.MLP_NAMES:
                 params["l1." + k] = lm.sat8(-3 * lm.wide(params["l1." + k]))
@@ -357,8 +354,104 @@ def test_lm_step_determinism():
 
 @pytest.mark.parametrize("field,value,message", [
     ("rows", 0, "rows must be >= 1"), ("theta", 0.0, "theta must be > 0"),
-    ("hard_frac", 1.5, "hard_frac must be in [0, 1]"), ("readout_lr", 0.0, "readout_lr > 0"),
-    ("hard_after", -1, "hard_after must be >= 0")])
+    ("readout_lr", 0.0, "readout_lr > 0"),
+    ("hard_after", -1, "hard_after must be >= 0"),
+    ("scan_positions", 0, "scan_positions must be >= 1"),
+    ("predictor", "scan", "predictor must be readout or goodness")])
 def test_check_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         ff.check_config(replace(ff.Config(), **{field: value}))
+
+
+def test_check_config_rejects_a_reservoir_goodness_run():
+    with pytest.raises(ValueError, match="the reservoir baseline trains only the readout"):
+        ff.check_config(replace(ff.Config(), reservoir=True, predictor="goodness"))
+
+
+# --- the goodness predictor [FF-11] and the reservoir baseline ---
+
+def loop_goodness(params, mcfg, prefix):
+    """Reference for candidate_goodness: the LM over the prefix (N,) bytes, then each of the
+    256 bytes fed alone from its final state, one lm call per byte and layer. (256,) int64."""
+    _, hidden = lm.forward(params, mcfg, prefix[None, :], lm.zero_hidden(mcfg, 1))
+    G = np.zeros(256, np.int64)
+    for c in range(256):
+        y = lm.wide(params["emb"][[[c]]])                         # (1, 1, D)
+        for i in range(mcfg.n_layers):
+            p = f"l{i}."
+            h, _ = lm.gru_scan(params, p, lm.int_norm(y, lm.wide(params[p + "ln1"])),
+                               hidden[i], None)
+            y = lm.clip8(y + h)
+            o = lm.mlp(params, p, lm.int_norm(y, lm.wide(params[p + "ln2"])), None)
+            y = lm.clip8(y + o)
+            G[c] += int((h.astype(np.int64) ** 2).sum() + (o.astype(np.int64) ** 2).sum())
+    return G
+
+
+def test_goodness_predictor_is_a_normalised_scan_matching_a_byte_loop():
+    """[FF-11] predict with --predictor goodness: a distribution over 256 bytes (sums to 1
+    within 1e-9) equal to softmax(beta G) of a per-byte loop, for every position."""
+    cfg, mcfg, params, state, stream, val_bytes = lm_setup(D=16, L=2, predictor="goodness")
+    for t in range(2):
+        params, state, _ = ff.step(params, state, stream.batch(t), t, cfg, mcfg, 0)
+    state["goodness.beta"][:] = 3.0                               # a temperature that matters
+    tokens = lm.val_windows(val_bytes, 2, 5)[:, :-1]              # (2, 5)
+    h0 = lm.zero_hidden(mcfg, 2)
+    log2p, hidden = ff.predict(params, state, mcfg)(tokens, h0)
+    assert log2p.shape == (2, 5, 256) and log2p.dtype == np.float64
+    total = np.exp2(log2p).sum(axis=-1)
+    assert np.abs(total - 1).max() < 1e-9, f"sum of p - 1: {np.abs(total - 1).max():.1e}"
+    np.testing.assert_array_equal(hidden, lm.forward(params, mcfg, tokens, h0)[1])
+    for i, t in np.ndindex(2, 5):
+        G = loop_goodness(params, mcfg, tokens[i, :t + 1]) / (256.0 * mcfg.d_model)
+        a = 3.0 * G - (3.0 * G).max()
+        expect = (a - np.log(np.exp(a).sum())) / np.log(2)
+        np.testing.assert_allclose(log2p[i, t], expect, rtol=0, atol=1e-12,
+                                   err_msg=f"window {i}, position {t}")
+    assert np.ptp(log2p) > 0.1, "beta G is flat: the comparison would test nothing"
+
+
+def test_goodness_beta_gradient_matches_finite_differences():
+    rng = np.random.default_rng(9)
+    G = rng.integers(0, 3000, (6, 256)) / 1024.0                  # goodness-sized values
+    real = rng.integers(0, 256, 6)
+    beta, h = 1.3, 1e-6
+    ce = lambda b: float(ff.goodness_ce_and_grad(G, real, b)[0])  # noqa: E731
+    fd = (ce(beta + h) - ce(beta - h)) / (2 * h)
+    grad = float(ff.goodness_ce_and_grad(G, real, beta)[1])
+    assert abs(fd - grad) <= FD_TOL * abs(fd), f"d CE / d beta: {grad} vs finite diff {fd}"
+
+
+def test_goodness_negatives_are_wrong_bytes_and_beta_takes_a_step():
+    """[FF-11] the scanned positions get a wrong byte from the goodness predictor, which starts
+    uniform (beta = 0), and beta takes one Adam step (size readout_lr)."""
+    cfg, mcfg, params, state, stream, _ = lm_setup(D=16, L=2, scan_positions=40)
+    tokens, _ = stream.batch(0)
+    x = tokens[:, :-1]
+    y, s_prev = lm.embed(params, x, None), []
+    for i in range(mcfg.n_layers):
+        _, s, _, _, _, y = ff.block_states(params, f"l{i}.", y, state["hidden"][i])
+        s_prev.append(s.reshape(-1, mcfg.d_model))
+    idx, neg, bpb = ff.goodness_scan_step(params, state, np.stack(s_prev), x.reshape(-1), 0,
+                                          cfg, mcfg, 0)
+    assert len(set(idx.tolist())) == 40 and np.all(neg != x.reshape(-1)[idx])
+    assert bpb == 8.0, f"beta = 0 is the uniform predictor, got {bpb} bits/byte"
+    step = abs(float(state["goodness.beta"][0]))
+    assert abs(step - cfg.readout_lr) < 1e-6, f"beta moved by {step}, Adam's first step: lr"
+
+
+def test_reservoir_is_the_frozen_lm_with_the_same_readout():
+    """The baseline (--reservoir true) leaves every int8 weight bit-identical, and its readout
+    is bit for bit the readout of FF with frozen layers (--lr 0): same features, same data."""
+    readouts = []
+    for kw in (dict(reservoir=True), dict(lr=0.0)):
+        cfg, mcfg, params, state, stream, _ = lm_setup(**kw)
+        before = {k: v.copy() for k, v in params.items()}
+        for t in range(3):
+            params, state, _ = ff.step(params, state, stream.batch(t), t, cfg, mcfg, 0)
+        for k in before:
+            np.testing.assert_array_equal(params[k], before[k], err_msg=f"{kw}: {k} moved")
+        readouts.append(ff.readout_view(state))
+    for k in ("R", "r"):
+        np.testing.assert_array_equal(readouts[0][k], readouts[1][k], err_msg=k)
+    assert np.abs(readouts[0]["R"]).max() > 0, "the readout did not train"
