@@ -327,3 +327,15 @@ def test_lm_step_determinism():
 def test_check_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         noprop.check_config(replace(noprop.Config(), **{field: value}))
+
+
+def test_features_are_the_reservoir_baselines():
+    """[LM-1] is bit for bit forward_forward's [FF-10] F: the reservoir baseline
+    (`train.py --method forward_forward --reservoir true`) reads the same integer-LM features
+    with a linear softmax that NoProp's blocks read with their MLPs."""
+    import forward_forward
+    _, mcfg, params, _, stream, _ = lm_setup()
+    tokens, _ = stream.batch(0)
+    _, _, acts = lm.forward(params, mcfg, tokens[:, :-1], lm.zero_hidden(mcfg, len(tokens)),
+                            return_activations=True)
+    np.testing.assert_array_equal(noprop.features(acts), forward_forward.features(acts))
