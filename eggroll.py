@@ -20,7 +20,7 @@ Integer EGGROLL (paper App. H, what `train.py --method eggroll` runs):
     vectors: noise a_k * b_k (two int8 normals) >> (4 + sigma_hat)                      (H.1)
     F_k = sign(f(member 2k) - f(member 2k+1)),  f = integer log-likelihood of the window (H.2)
     Z = sum_k F_k A_k B_k^T  in int32, as one GEMM (diag(F) A)^T B                       (H.2)
-    W <- I8(W + sign(Z) [|Z| >= 256 z_{1-alpha_t/2} sqrt(P r)]),  alpha_t = 1/(1 + c t)     (H.3)
+    W <- I8(W + sign(Z) [|Z| >= 256 z_{1-alpha_t/2} sqrt(P r)]),  alpha_t = 1/(1 + 0.015 t) (H.3)
 
 Departures, each also marked at its line:
   * rank r > 1 in the integer scheme is a sum of r rank-1 terms (the reference code has rank 1
@@ -28,8 +28,8 @@ Departures, each also marked at its line:
   * the threshold is floor(256 z sqrt(P r)) (the reference code floors z and sqrt(P) first),
     and Z = 0 never moves a weight (the reference code moves it by -1 when the threshold is 0);
   * noise comes from a counter hash (int_rnn_lm.noise_int8), not a 1 GiB table;
-  * alpha_t decays over the run, not per step: c = (1/alpha_end - 1)/H for a run of H steps
-    (the paper's c = 0.015 is alpha_end = 0.118 at H = 500), so a longer run does not freeze.
+  * alpha_t counts t in the paper's steps of 2048 x 100 member-tokens, not in ours (a CPU step
+    is 1/16 of one): alpha = 1/(1 + 0.015 M / 204800) after M member-tokens.
 
 Run: $ python eggroll.py                          (float demo: low-rank ES on a regression)
      $ python train.py --method eggroll           (the integer LM on tinyshakespeare)
@@ -52,8 +52,7 @@ class Config:
     population: int = 512     # N members per step, even (antithetic pairs 2k, 2k+1)
     group_size: int = 2       # members sharing one data window; even, divides population
     sigma_shift: int = 4      # sigma_hat: perturbation scale sigma = 2^-sigma_hat (App. H.1)
-    alpha_end: float = 0.118     # alpha falls from 1 to this at the horizon: fraction of weights moved
-    horizon: int = 500         # steps alpha's schedule spans; train.py sets it to the run's steps
+    alpha_decay: float = 0.015  # alpha = 1 / (1 + alpha_decay M / 204800) after M member-tokens
     rank: int = 1             # r: rank of each member's perturbation of each matrix
     noise_reuse: int = 1      # steps sharing one noise draw (0: the same noise every step)
     time_chunk: int = 25      # bytes per forward chunk (memory bound; results do not depend on it)
@@ -80,10 +79,8 @@ def check_config(cfg):
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.sigma_shift < 0 or cfg.noise_reuse < 0 or cfg.member_chunk < 0:
         raise ValueError("sigma_shift, noise_reuse and member_chunk must be >= 0")
-    if not 0 < cfg.alpha_end <= 1:
-        raise ValueError(f"alpha_end must be in (0, 1], got {cfg.alpha_end}")
-    if cfg.horizon < 1:
-        raise ValueError(f"horizon must be >= 1, got {cfg.horizon}")
+    if cfg.alpha_decay < 0:
+        raise ValueError(f"alpha_decay must be >= 0, got {cfg.alpha_decay}")
 
 
 def check_split(cfg, n_processes):
@@ -172,11 +169,17 @@ def antithetic_sign(fitness):
 # update: Z = sum_k F_k A_k B_k^T in int32, then a +-1 step where |Z| passes a z-test
 
 
-def alpha_schedule(t, cfg):
-    """alpha_t = 1 / (1 + c t) as in App. H.3, with c = (1 / alpha_end - 1) / horizon so that alpha
-    reaches alpha_end at the run's last step whatever its length (departure: the paper fixes
-    c = 0.015 per step, i.e. alpha_end = 1 / (1 + 0.015 horizon): 0.118 at 500 steps)."""
-    return 1.0 / (1.0 + (1.0 / cfg.alpha_end - 1.0) * t / cfg.horizon)
+REFERENCE_STEP = 2048 * 100   # member-tokens in one step of the paper's int8 LM runs (nano-egg)
+
+
+def alpha_schedule(t, cfg, seq_len):
+    """alpha_t = 1 / (1 + 0.015 t) of App. H.3, with t counted in the paper's steps of 2048 members x
+    100 bytes rather than in ours (departure): after M = t N T member-tokens, alpha =
+    1 / (1 + alpha_decay M / 204800). A step of 512 x 25 member-tokens is 1/16 of a reference
+    step, so a per-step decay would freeze a long run 16x too early; counted in member-tokens, a
+    longer run continues the shorter one's schedule, and alpha is 0.14 after 10 CPU minutes."""
+    member_tokens = t * cfg.population * seq_len
+    return 1.0 / (1.0 + cfg.alpha_decay * member_tokens / REFERENCE_STEP)
 
 
 def z_threshold(alpha, n_pairs, rank):
@@ -280,7 +283,7 @@ def step(params, state, batch, t, cfg, mcfg, seed, world=lm.ONE_PROCESS):
     fitness_mine, hidden = population_fitness(params, mcfg, member_tokens, hidden, pert, cfg)
     fitness = world.allgather(fitness_mine)                               # (N,): all that travels
     F = antithetic_sign(fitness)                                          # (P,)
-    alpha = alpha_schedule(t, cfg)
+    alpha = alpha_schedule(t, cfg, tokens.shape[1] - 1)
     threshold = z_threshold(alpha, cfg.population // 2, cfg.rank)
     params, frac = integer_update(params, F, noise, threshold)
     T = tokens.shape[1] - 1

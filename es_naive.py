@@ -35,8 +35,8 @@ Integer scheme (what `train.py --method es_naive` runs; EGGROLL App. H with E_k 
       16-scale weights, as EGGROLL's (u (A B^T)^T) >> (4 + σ̂) with A B^T ~ 256 N(0,1)   [H.1]
   (8) F_k = sign(f(member 2k) − f(member 2k+1)),  f = integer log-likelihood   [H.2; Eq. 3]
   (9) Z = Σ_k F_k E_k in int64, summed over the materialised noise          [H.2; Eq. 3]
-  (10) W ← I8(W + sign(Z) [|Z| ≥ ⌊s z_{1−α_t/2} √P⌋]),  α_t = 1/(1 + c t)          [H.3]
-       with c = (1/α_end − 1)/H over the run's H steps (the paper: c = 0.015)
+  (10) W ← I8(W + sign(Z) [|Z| ≥ ⌊s z_{1−α_t/2} √P⌋]),  α_t = 1/(1 + 0.015 t)      [H.3]
+       with t counted in reference steps of 2048 x 100 member-tokens (as in eggroll.py)
       s = the per-entry std of E_k: 16 for int8 normals, 256 for a materialised A B^T.
       Under random F, Z_ij ~ N(0, s² P), so about a fraction α_t of the weights moves by ±1.
 
@@ -79,8 +79,7 @@ class Config:
     population: int = 128     # N members per step, even (antithetic pairs 2k, 2k+1)
     group_size: int = 2       # members sharing one data window; even, divides population
     sigma_shift: int = 4      # sigma_hat: perturbation scale sigma = 2^-sigma_hat (Eq. 7)
-    alpha_end: float = 0.21     # alpha falls from 1 to this at the horizon: fraction of weights moved
-    horizon: int = 250         # steps alpha's schedule spans; train.py sets it to the run's steps
+    alpha_decay: float = 0.015  # alpha = 1 / (1 + alpha_decay M / 204800) after M member-tokens
     noise_reuse: int = 1      # steps sharing one noise draw (0: the same noise every step)
     time_chunk: int = 25      # bytes per forward chunk (memory bound; results do not depend on it)
     member_chunk: int = 64    # members per forward chunk, even, 0 = all: bounds the noise held
@@ -109,10 +108,8 @@ def check_config(cfg):
         raise ValueError(f"time_chunk must be >= 1, got {cfg.time_chunk}")
     if cfg.sigma_shift < 0 or cfg.noise_reuse < 0:
         raise ValueError("sigma_shift and noise_reuse must be >= 0")
-    if not 0 < cfg.alpha_end <= 1:
-        raise ValueError(f"alpha_end must be in (0, 1], got {cfg.alpha_end}")
-    if cfg.horizon < 1:
-        raise ValueError(f"horizon must be >= 1, got {cfg.horizon}")
+    if cfg.alpha_decay < 0:
+        raise ValueError(f"alpha_decay must be >= 0, got {cfg.alpha_decay}")
 
 
 def check_split(cfg, n_processes):
@@ -200,11 +197,17 @@ def antithetic_sign(fitness):
 # update: Z = sum_k F_k E_k in int64, then a +-1 step where |Z| passes a z-test (Eq. 9-10)
 
 
-def alpha_schedule(t, cfg):
-    """alpha_t = 1 / (1 + c t) as in Eq. 10, with c = (1 / alpha_end - 1) / horizon so that alpha
-    reaches alpha_end at the run's last step whatever its length (departure: the paper fixes
-    c = 0.015 per step, i.e. alpha_end = 1 / (1 + 0.015 horizon): 0.21 at 250 steps)."""
-    return 1.0 / (1.0 + (1.0 / cfg.alpha_end - 1.0) * t / cfg.horizon)
+REFERENCE_STEP = 2048 * 100   # member-tokens in one step of the paper's int8 LM runs (nano-egg)
+
+
+def alpha_schedule(t, cfg, seq_len):
+    """alpha_t = 1 / (1 + 0.015 t) of Eq. 10, with t counted in the paper's steps of 2048 members x
+    100 bytes rather than in ours (departure): after M = t N T member-tokens, alpha =
+    1 / (1 + alpha_decay M / 204800). A step of 512 x 25 member-tokens is 1/16 of a reference
+    step, so a per-step decay would freeze a long run 16x too early; counted in member-tokens, a
+    longer run continues the shorter one's schedule, and alpha is 0.14 after 10 CPU minutes."""
+    member_tokens = t * cfg.population * seq_len
+    return 1.0 / (1.0 + cfg.alpha_decay * member_tokens / REFERENCE_STEP)
 
 
 def z_threshold(alpha, n_pairs, noise_std):
@@ -302,7 +305,7 @@ def step_with_noise(params, state, batch, t, cfg, mcfg, source, world=lm.ONE_PRO
                                               first=mine.start)
     fitness = world.allgather(fitness_mine)                               # (N,): all that travels
     F = antithetic_sign(fitness)                                          # (P,)
-    alpha = alpha_schedule(t, cfg)
+    alpha = alpha_schedule(t, cfg, tokens.shape[1] - 1)
     threshold = z_threshold(alpha, cfg.population // 2, source.std)
     params, frac = integer_update(params, accumulate_z(F, source, mcfg, cfg), threshold)
     T = tokens.shape[1] - 1

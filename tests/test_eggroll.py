@@ -95,23 +95,25 @@ def test_z_equals_sum_of_materialised_outer_products(xp, rank):
                                   (F_[:, None] * lm.to_numpy(v)).sum(0))
 
 
-@pytest.mark.parametrize("horizon", [1, 7, 500, 3100, 100_000])
-@pytest.mark.parametrize("alpha_end", [1.0, 0.118, 0.01])
-def test_alpha_schedule_endpoints_and_monotone_for_any_horizon(horizon, alpha_end):
-    cfg = eg.Config(horizon=horizon, alpha_end=alpha_end)
-    alphas = [eg.alpha_schedule(t, cfg) for t in np.linspace(0, horizon, 200).astype(int)]
-    assert alphas[0] == 1.0 and alphas[-1] == pytest.approx(alpha_end, rel=1e-12)
-    assert all(a >= b for a, b in zip(alphas, alphas[1:])), "alpha must never rise"
-    # the paper's per-step form: 1 / (1 + 0.015 t) is alpha_end = 1 / (1 + 0.015 H) at H
-    paper = eg.Config(horizon=horizon, alpha_end=1 / (1 + 0.015 * horizon))
-    assert eg.alpha_schedule(horizon // 2, paper) == pytest.approx(1 / (1 + 0.015 * (horizon // 2)))
+@pytest.mark.parametrize("population,seq_len", [(512, 25), (2048, 100), (8192, 100), (16, 7)])
+def test_alpha_counts_member_tokens(population, seq_len):
+    """alpha starts at 1, never rises, and depends on the member-tokens seen, not on how they
+    were cut into steps: at the reference step (2048 x 100) it is the paper's 1 / (1 + 0.015 t)."""
+    cfg = eg.Config(population=population, group_size=2)
+    alphas = [eg.alpha_schedule(t, cfg, seq_len) for t in range(0, 5000, 7)]
+    assert alphas[0] == 1.0 and all(a > b for a, b in zip(alphas, alphas[1:]))
+    member_tokens = 3_000_000 * population * seq_len
+    per_ref = member_tokens / eg.REFERENCE_STEP
+    assert eg.alpha_schedule(3_000_000, cfg, seq_len) == pytest.approx(1 / (1 + 0.015 * per_ref))
+    ref = eg.Config(population=2048, group_size=2)
+    assert eg.alpha_schedule(100, ref, 100) == pytest.approx(1 / (1 + 0.015 * 100))
 
 
 def test_alpha_schedule_and_threshold_values():
-    cfg = eg.Config(alpha_end=1 / 16, horizon=1000)
-    assert eg.alpha_schedule(0, cfg) == 1.0
-    assert eg.alpha_schedule(100, cfg) == pytest.approx(1 / 2.5)
-    assert eg.alpha_schedule(1000, cfg) == pytest.approx(1 / 16)
+    cfg = eg.Config(population=2048, group_size=2)
+    assert eg.alpha_schedule(0, cfg, 100) == 1.0
+    assert eg.alpha_schedule(100, cfg, 100) == pytest.approx(1 / 2.5)
+    assert eg.alpha_schedule(1000, cfg, 100) == pytest.approx(1 / 16)
     assert eg.z_threshold(1.0, 1024, 1) == 0
     # 256 * Phi^-1(0.975) * sqrt(1024) = 256 * 1.9599640 * 32 = 16056.03
     assert eg.z_threshold(0.05, 1024, 1) == 16056

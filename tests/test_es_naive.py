@@ -177,9 +177,9 @@ def test_materialised_eggroll_noise_gives_eggroll_bit_for_bit():
     on the two sides. Tolerance: none (integers)."""
     mcfg = lm.ModelConfig(16, 2)
     ecfg = eggroll.Config(population=16, group_size=4, rank=1, time_chunk=7, member_chunk=0,
-                          alpha_end=1 / (1 + 0.015 * 500), horizon=500)   # the paper's 0.015/step
+                          alpha_decay=0.015 * eggroll.REFERENCE_STEP / (16 * 16))  # 0.015/step
     cfg = es_naive.Config(population=16, group_size=4, time_chunk=7, member_chunk=6,
-                          alpha_end=ecfg.alpha_end, horizon=ecfg.horizon)
+                          alpha_decay=ecfg.alpha_decay)
     stream = lm.TrainStream(TRAIN[:50_000], es_naive.num_sequences(cfg), 16)
     p_egg = lm.init_params(mcfg, 5)
     p_es = {k: v.copy() for k, v in p_egg.items()}
@@ -305,8 +305,7 @@ def test_short_lm_run_lowers_val_bits_per_byte():
 
 @pytest.mark.parametrize("bad", [dict(population=7), dict(population=8, group_size=3),
                                  dict(member_chunk=3), dict(member_chunk=-2), dict(time_chunk=0),
-                                 dict(sigma_shift=-1), dict(alpha_end=0.0),
-                                 dict(alpha_end=1.5), dict(horizon=0)])
+                                 dict(sigma_shift=-1), dict(alpha_decay=-0.1)])
 def test_check_config_rejects(bad):
     with pytest.raises(ValueError):
         es_naive.check_config(es_naive.Config(**bad))
