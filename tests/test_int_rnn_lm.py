@@ -124,6 +124,15 @@ def test_norm_guards_zero_divisor_and_saturates(xp):
     np.testing.assert_array_equal(got[1], np.array([127, -127] * 8))      # 16129 / 127 = 127
 
 
+def test_norm_float32_division_is_exact_for_every_operand_pair(xp):
+    """int_norm divides u w (|u w| <= 127^2) by d in [1, 127] in float32 and floors: equal to
+    integer floor division for every one of the 32,259 x 127 operand pairs. Tolerance: none."""
+    a = xp.arange(-127 * 127, 127 * 127 + 1, dtype=xp.int32)[:, None]       # (32259, 1)
+    d = xp.arange(1, 128, dtype=xp.int32)[None, :]                          # (1, 127)
+    fast = xp.floor(a.astype(xp.float32) / d.astype(xp.float32)).astype(xp.int32)
+    assert bool((fast == xp.floor_divide(a, d)).all())
+
+
 @pytest.mark.parametrize("extreme", [False, True])
 @pytest.mark.parametrize("d_model,n_layers", [(16, 1), (32, 2)])
 def test_forward_matches_float64_reference_exactly(xp, d_model, n_layers, extreme):
