@@ -253,7 +253,7 @@ def flat_state(params, state):
             **{"state/" + k: v.copy() for k, v in state.items()}}
 
 
-def test_layer_step_touches_only_its_layer():
+def test_lm_layer_step_touches_only_its_block():
     """Locality: block 0's local step changes block 0's int8 weights, masters and moments and
     nothing else: not block 1, not the embedding, the norms, the head or the readout."""
     cfg, mcfg, params, state, stream, _ = lm_setup()
