@@ -113,12 +113,7 @@ Shapes: B = batch, D = input features (LM: d_model), H = layer width, C = classe
 layers; LM: S = windows per step, T = bytes per window, N = S T positions, F = (L + 1) D,
 K = scan_positions.
 
-Measured (2 shared CPU cores, OPENBLAS_NUM_THREADS=1, D = 64, L = 1, tinyshakespeare; val
-unigram 4.83, bigram 3.59 bits/byte; README "Results" has the runs and what was tried): the
-default run (600 steps of 32 x 100 bytes) gives 3.30 bits/byte with the readout against 3.36
-for the reservoir baseline (--seed 1: 3.32 vs 3.36), and 4.69 with the goodness predictor
-against 8.00 with the layers frozen (--lr 0: beta stays near 0). theta = 4 was the lever: theta 1 / 2 / 8 gave 3.35 / 3.32 /
-3.33 with the readout and 5.65 / 5.29 / 4.59 with the goodness predictor.
+Measured results, against the reservoir, and what was tried: README "Results".
 
 $ python forward_forward.py                                  (toy demo, seconds)
 $ python train.py --method forward_forward                   (the integer LM, CPU default)

@@ -69,16 +69,8 @@ an argmax prediction, but no likelihood: the head sees near-clean z_T and is ove
 (brief §A.12). Train loss reported: Eq. 8 (nats), not bits/byte. LM departures: lr 3e-3
 (paper 1e-3) for the short CPU run; a minibatch is every position of S windows (2,000 rows).
 
-Measured (2 shared CPU cores, OPENBLAS_NUM_THREADS=1, D = 64, L = 1, tinyshakespeare; val
-unigram 4.83, bigram 3.59 bits/byte): the default run (120 steps of 20 x 100 bytes) reaches
-3.645 bits/byte in 105 s at load 3; 16 windows: 3.69 in 1.5 min at load 2; with the paper's lr
-1e-3: 3.90 after 90 steps of 32 windows. [LM-2] with K = 1 / 4 / 16 draws: 3.78 / 3.70 /
-3.68 (z_0 = 0: 3.79). Val accuracy (argmax): block 1 31 %, deterministic chain 30 %,
-stochastic chain 22 %, most frequent byte 15 %. About 90 % of a step trains blocks 2..T
-and the head, which the likelihood does not use. The baseline on the same features [LM-1] and
-the same 120 x 20 windows, a linear softmax on the frozen LM (`python train.py --method
-forward_forward --reservoir true --rows 20 --steps 120`), reaches 3.525 in 5 s: block 1 is
-0.12 bits/byte behind it (README "Results" has what was tried).
+Measured results, against the reservoir on the same features [LM-1] and windows, and what was
+tried: README "Results".
 
 Shapes: B = batch, D = input features, d = label-embedding dim, m = classes, H = block width;
 LM: S = windows per step, N = S x window bytes, F = (L + 1) d_model, K = z0_draws.
