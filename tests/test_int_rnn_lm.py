@@ -293,9 +293,10 @@ def test_sequence_logprob_is_independent_of_time_chunking():
 
 
 @pytest.mark.parametrize("threads", [2, 3, 7])
-def test_sequence_logprob_is_independent_of_threads(threads):
+def test_sequence_logprob_is_independent_of_threads(threads, monkeypatch):
     """Rows split over k CPU threads (uneven slices, low-rank and full perturbations, a carried
     state) give the one-thread integers exactly."""
+    monkeypatch.setattr(lm, "MIN_ROWS_PER_THREAD", 2)            # split even 15 rows
     cfg = lm.ModelConfig(16, 2)
     params = lm.init_params(cfg, seed=4)
     n = 15

@@ -226,8 +226,9 @@ def test_resume_with_another_plan_is_refused_with_the_fix(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("method", ["eggroll", "es_naive", "mezo"])
-def test_threads_do_not_change_the_run(method, tmp_path):
+def test_threads_do_not_change_the_run(method, tmp_path, monkeypatch):
     """1, 2 and 3 CPU threads split the population's rows differently: same checkpoint."""
+    monkeypatch.setattr(lm, "MIN_ROWS_PER_THREAD", 2)            # split even tiny batches
     base = TINY + SMALL[method] + ["--method", method, "--steps", "3"]
     ckpts = []
     for k in (1, 2, 3):
