@@ -642,7 +642,7 @@ def train(argv):
                "command": "python train.py " + " ".join(argv)}
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    print(f"done: step {t}, val bits/byte {float(final['val_bpb']):.4f} (best {best:.4f}), "
+    print(f"done: step {t}, val bits/byte {final['val_bpb']} (best {best:.5f}), "
           f"{fmt_time(elapsed_before + time.time() - t0)}; outputs in {out_dir}/")
     print("sample: " + (prompt + text)[-200:].decode("utf-8", errors="replace").replace("\n", " | "))
     return 0
