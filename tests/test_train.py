@@ -295,7 +295,9 @@ def test_compare_table_and_figure_with_a_reference_curve(tmp_path, capsys):
     capsys.readouterr()
     ref = os.path.join(ROOT, "results", "nano_egg_cpu.csv")
     assert train.read_reference(ref)[0] == (88.3, 7.1657)
-    assert run(["--compare", str(tmp_path), "--reference", ref]) == 0
+    own_log = str(tmp_path / "eggroll" / "log.csv")
+    assert train.read_reference(own_log)[0] == (0.0, float(train.read_log(own_log)[0]["val_bpb"]))
+    assert run(["--compare", str(tmp_path), "--reference", f"{ref},{own_log}"]) == 0
     out = capsys.readouterr().out
     assert "| eggroll | `eggroll.py` |" in out and (tmp_path / "compare.png").stat().st_size > 0
     bad = tmp_path / "bad.csv"
