@@ -181,7 +181,7 @@ def bench_population(xp, d_models, populations, T, repeat, naive_max):
 SPLIT_METHODS = {"eggroll": eggroll, "es_naive": es_naive, "mezo": mezo}
 
 
-def bytes_received_per_step(name, cfg, mcfg, T):
+def bytes_received_per_step(name, cfg, mcfg):
     """What one mpirun step sends to each rank (int_rnn_lm.OneProcess.allgather/allreduce_sum):
     ES: N int64 fitness values; MeZO: n rows (pg, loss, rails) float64 plus the carried state's
     int32 sum (L, S, D)."""
@@ -190,26 +190,34 @@ def bytes_received_per_step(name, cfg, mcfg, T):
     return 8 * cfg.population
 
 
-def split_step_seconds(name, steps):
-    """Run under `mpiexec -n K python bench.py --split_step NAME`: the median step time of NAME's
-    CPU default (MeZO with 2 directions, so that 2 ranks share them), printed by rank 0."""
-    world = train.join_world()
-    method = SPLIT_METHODS[name]
-    run = {**train.RUN_DEFAULTS["cpu"], **getattr(method, "RUN_DEFAULTS", {}).get("cpu", {})}
-    cfg = method.Config(n_dirs=2) if name == "mezo" else method.Config()
+def median_step(method, cfg, steps, warmup, world=lm.ONE_PROCESS):
+    """Median seconds of one step of `method` at the CPU default run (model, windows) with
+    config cfg, after `warmup` steps, and the member-tokens a step scores. Under mpirun every
+    rank calls it; the ranks start each step together."""
+    run = train.run_defaults(method, "cpu")
     mcfg = lm.ModelConfig(run["d_model"], run["n_layers"])
     params = lm.init_params(mcfg, 0, np)
     state = method.init(params, cfg, mcfg, 0, world)
     stream = lm.TrainStream(lm.split_train_val(lm.load_bytes(lm.DEFAULT_DATA))[0],
                             method.num_sequences(cfg), run["seq_len"], np)
     times = []
-    for t in range(steps + 2):                   # 2 warm-up steps
-        world.bcast(None)                        # start together
+    for t in range(steps + warmup):
+        world.bcast(None)
         t0 = time.perf_counter()
-        params, state, _ = method.step(params, state, stream.batch(t), t, cfg, mcfg, 0, world)
+        params, state, stats = method.step(params, state, stream.batch(t), t, cfg, mcfg, 0, world)
         times.append(time.perf_counter() - t0)
+    return float(np.median(times[warmup:])), int(stats["member_tokens"])
+
+
+def split_step_seconds(name, steps):
+    """Run under `mpiexec -n K python bench.py --split_step NAME`: the median step time of NAME's
+    CPU default (MeZO with 2 directions, so that 2 ranks share them), printed by rank 0."""
+    world = train.join_world()
+    method = SPLIT_METHODS[name]
+    cfg = method.Config(n_dirs=2) if name == "mezo" else method.Config()
+    step_s, _ = median_step(method, cfg, steps, 2, world)
     if world.rank == 0:
-        print(json.dumps({"step_s": float(np.median(times[2:]))}))
+        print(json.dumps({"step_s": step_s}))
 
 
 def bench_scaling(steps):
@@ -219,7 +227,7 @@ def bench_scaling(steps):
     rows = []
     for name, method in SPLIT_METHODS.items():
         gcfg = method.Config(**getattr(method, "GPU_DEFAULTS", {}))
-        sent = bytes_received_per_step(name, gcfg, gpu_mcfg, 100)
+        sent = bytes_received_per_step(name, gcfg, gpu_mcfg)
         timed = []
         for k in (1, 2):
             cmd = [sys.executable, "bench.py", "--split_step", name, "--repeat", str(steps)]
@@ -245,23 +253,11 @@ def bench_scaling(steps):
 def bench_threads(steps, thread_counts=(1, 2)):
     rows = []
     for name, method in SPLIT_METHODS.items():
-        run = {**train.RUN_DEFAULTS["cpu"], **getattr(method, "RUN_DEFAULTS", {}).get("cpu", {})}
-        cfg = method.Config()
-        mcfg = lm.ModelConfig(run["d_model"], run["n_layers"])
-        stream = lm.TrainStream(lm.split_train_val(lm.load_bytes(lm.DEFAULT_DATA))[0],
-                                method.num_sequences(cfg), run["seq_len"], np)
         rates = []
         for k in thread_counts:
             lm.set_threads(k)
-            params = lm.init_params(mcfg, 0, np)
-            state = method.init(params, cfg, mcfg, 0)
-            times, tokens = [], 0
-            for t in range(steps + 1):                              # step 0: warm-up
-                t0 = time.perf_counter()
-                params, state, stats = method.step(params, state, stream.batch(t), t, cfg, mcfg, 0)
-                times.append(time.perf_counter() - t0)
-                tokens = int(stats["member_tokens"])
-            rates.append(tokens / float(np.median(times[1:])))
+            step_s, tokens = median_step(method, method.Config(), steps, 1)
+            rates.append(tokens / step_s)
         lm.set_threads(1)
         rows.append([name] + [f"{r / 1e3:.1f}k" for r in rates] + [f"{rates[-1] / rates[0]:.2f}x"])
     table("5. CPU threads: member-tokens/s of each method's CPU default step",

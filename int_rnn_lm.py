@@ -95,6 +95,7 @@ class OneProcess:
     members (or directions) and allgather joins every rank's piece in rank order: the only
     exchange an evolution strategy needs (Salimans et al. 2017, Alg. 2)."""
     rank, size = 0, 1
+    local_rank, local_size = 0, 1          # this process's place among the ranks on its node
 
     def share(self, n):
         """This rank's contiguous slice of n items; n is a multiple of size (checked before)."""
@@ -494,7 +495,7 @@ def sequence_logprob(params, cfg, tokens, hidden, perturb=None, time_chunk=32):
     result is identical for any k)."""
     xp = backend_of(tokens)
     N = tokens.shape[0]
-    k = min(_THREADS._max_workers, N // MIN_ROWS_PER_THREAD) if _THREADS else 1
+    k = min(_THREAD_COUNT, N // MIN_ROWS_PER_THREAD)
     if k < 2 or xp is not np:
         return sequence_logprob_rows(params, cfg, tokens, hidden, perturb, time_chunk)
     edges = np.linspace(0, N, k + 1).astype(int)
@@ -505,7 +506,7 @@ def sequence_logprob(params, cfg, tokens, hidden, perturb=None, time_chunk=32):
     return xp.concatenate([f for f, _ in done]), xp.concatenate([h for _, h in done], axis=1)
 
 
-_THREADS = None   # a ThreadPoolExecutor once set_threads(k > 1) was called
+_THREAD_COUNT, _THREADS = 1, None   # set_threads(k > 1): k and a ThreadPoolExecutor of k
 # fewer rows per thread and the GIL-held Python between NumPy calls dominates: MeZO's 32-row
 # batch ran at 0.61x in 2 threads, EGGROLL's 512 rows at 1.46x and 2048 rows at 2.0x (bench.py)
 MIN_ROWS_PER_THREAD = 32
@@ -515,8 +516,8 @@ def set_threads(k):
     """Evaluate sequence_logprob's rows in k CPU threads (NumPy releases the GIL inside its
     array loops, so k cores work at once). A compute setting like BLAS threads: no result
     depends on it."""
-    global _THREADS
-    _THREADS = concurrent.futures.ThreadPoolExecutor(k) if k > 1 else None
+    global _THREAD_COUNT, _THREADS
+    _THREAD_COUNT, _THREADS = k, (concurrent.futures.ThreadPoolExecutor(k) if k > 1 else None)
 
 
 def sequence_logprob_rows(params, cfg, tokens, hidden, perturb, time_chunk):

@@ -136,9 +136,8 @@ def build_parser(method=None):
     p.add_argument("--prompt", default="\n", help="with --sample: the text to continue")
     p.add_argument("--temperature", type=float, default=1.0, help="with --sample: softmax "
                    "temperature (1: the model's distribution)")
-    own = getattr(method, "RUN_DEFAULTS", {})
     for name, text in RUN_HELP.items():
-        cpu, cuda = ({**RUN_DEFAULTS[d], **own.get(d, {})}[name] for d in ("cpu", "cuda"))
+        cpu, cuda = (run_defaults(method, d)[name] for d in ("cpu", "cuda"))
         p.add_argument(f"--{name}", type=positive_int, default=None,
                        help=f"{text} (cpu {cpu}, cuda {cuda})")
     if method is not None:
@@ -162,10 +161,14 @@ def parse_args(argv):
     return args, method
 
 
+def run_defaults(method, device):
+    """train.py's run settings for the device, overridden by the method's own sizing."""
+    return {**RUN_DEFAULTS[device], **getattr(method, "RUN_DEFAULTS", {}).get(device, {})}
+
+
 def resolve(args, method, device):
     """Device defaults, then the user's flags, for the run, the model and the method."""
-    run = dict(RUN_DEFAULTS[device])
-    run.update(getattr(method, "RUN_DEFAULTS", {}).get(device, {}))   # the method's own sizing
+    run = run_defaults(method, device)
     run.update({k: getattr(args, k) for k in RUN_HELP if getattr(args, k) is not None})
     values = dataclasses.asdict(method.Config())
     if device == "cuda":
@@ -509,8 +512,7 @@ def train(argv):
     lead = world.rank == 0                             # rank 0 alone prints and writes files
     say = print if lead else (lambda *a, **k: None)
     on_world = {"world": world} if world.size > 1 else {}   # alone: the plain interface
-    threads = args.threads or max(1, len(os.sched_getaffinity(0)) //
-                                  getattr(world, "local_size", 1))
+    threads = args.threads or max(1, len(os.sched_getaffinity(0)) // world.local_size)
     lm.set_threads(threads if device == "cpu" else 1)
     out_dir = os.path.join(args.out, args.method)
     say(f"backend: {xp.__name__} ({device}) | processes {world.size}"
