@@ -292,11 +292,12 @@ def test_sequence_logprob_is_independent_of_time_chunking():
     np.testing.assert_array_equal(a, lm.token_logprob(logits, tokens[:, 1:]).sum(1))
 
 
-@pytest.mark.parametrize("threads", [2, 3, 7])
-def test_sequence_logprob_is_independent_of_threads(threads, monkeypatch):
-    """Rows split over k CPU threads (uneven slices, low-rank and full perturbations, a carried
-    state) give the one-thread integers exactly."""
+@pytest.mark.parametrize("threads,piece", [(1, 4), (2, 256), (2, 4), (3, 256), (7, 256)])
+def test_sequence_logprob_is_independent_of_threads_and_pieces(threads, piece, monkeypatch):
+    """Rows split into pieces and over k CPU threads (uneven slices, low-rank and full
+    perturbations, a carried state) give the integers of one forward over all rows exactly."""
     monkeypatch.setattr(lm, "MIN_ROWS_PER_THREAD", 2)            # split even 15 rows
+    monkeypatch.setattr(lm, "ROW_PIECE", piece)
     cfg = lm.ModelConfig(16, 2)
     params = lm.init_params(cfg, seed=4)
     n = 15
@@ -304,9 +305,8 @@ def test_sequence_logprob_is_independent_of_threads(threads, monkeypatch):
     h0 = np.random.default_rng(8).integers(-127, 128, (2, n, 16)).astype(np.int8)
     pert = lowrank_perturbation(cfg, np, n, rank=2, shift=8, seed=9)
     pert["l0.w_f"] = lm.Full(pert["l0.w_f"].materialise(), 8)
+    a, ha = lm.sequence_logprob_rows(params, cfg, tokens, h0, pert, time_chunk=4)
     try:
-        lm.set_threads(1)
-        a, ha = lm.sequence_logprob(params, cfg, tokens, h0, pert, time_chunk=4)
         lm.set_threads(threads)
         b, hb = lm.sequence_logprob(params, cfg, tokens, h0, pert, time_chunk=4)
     finally:
