@@ -21,6 +21,12 @@ Integer EGGROLL (paper App. H, what `train.py --method eggroll` runs):
     F_k = sign(f(member 2k) - f(member 2k+1)),  f = integer log-likelihood of the window (H.2)
     Z = sum_k F_k A_k B_k^T  in int32, as one GEMM (diag(F) A)^T B                       (H.2)
     W <- I8(W + sign(Z) [|Z| >= 256 z_{1-alpha_t/2} sqrt(P r)]),  alpha_t = 1/(1 + 0.015 t) (H.3)
+The update train.py runs by default (departure; --update threshold is the paper's above):
+    W_q16 <- W_q16 + 2^16 eta_t Z / (256 sqrt(P r)),  eta_t = lr alpha_t,  W = I8(round(W_q16 / 2^16))
+    the float code path's SGD step, lr sqrt(N) x mean of f E (§2.5 of our brief), with Z / sqrt(P)
+    z-scored as in the threshold's test, taken on weights that keep a 16-bit fraction: the
+    forward still reads int8 weights; the fraction (int32 per weight) is the optimiser state the
+    paper leaves to future work (App. H.3: "no momentum or other optimiser states").
 
 Departures, each also marked at its line:
   * rank r > 1 in the integer scheme is a sum of r rank-1 terms (the reference code has rank 1
@@ -29,7 +35,12 @@ Departures, each also marked at its line:
     and Z = 0 never moves a weight (the reference code moves it by -1 when the threshold is 0);
   * noise comes from a counter hash (int_rnn_lm.noise_int8), not a 1 GiB table;
   * alpha_t counts t in the paper's steps of 2048 x 100 member-tokens, not in ours (a CPU step
-    is 1/16 of one): alpha = 1/(1 + 0.015 M / 204800) after M member-tokens.
+    is 1/16 of one): alpha = 1/(1 + 0.015 M / 204800) after M member-tokens;
+  * over the last `cooldown` fraction of the run alpha falls linearly to 0, as the learning rate
+    of a warmup-stable-decay schedule does;
+  * the default update keeps a 16-bit fraction per weight (above): the paper's +-1 step moves
+    about a fraction alpha of the weights each step whatever the signal (README "Explanation
+    of atypical hyperparameters" has the measurements that made it the default).
 
 Run: $ python eggroll.py                          (float demo: low-rank ES on a regression)
      $ python train.py --method eggroll           (the integer LM on tinyshakespeare)
@@ -53,6 +64,10 @@ class Config:
     group_size: int = 2       # members sharing one data window; even, divides population
     sigma_shift: int = 4      # sigma_hat: perturbation scale sigma = 2^-sigma_hat (App. H.1)
     alpha_decay: float = 0.015  # alpha = 1 / (1 + alpha_decay M / 204800) after M member-tokens
+    cooldown: float = 0.25    # alpha falls linearly to 0 over this last fraction of the run
+    horizon: int = 320        # steps the schedule spans; train.py sets it to the run's steps
+    update: str = "sgd"       # sgd: lr alpha Z / std(Z) into 16-bit weight fractions; threshold: App. H.3
+    lr: float = 1.0           # sgd: weight steps (int8 units) per standard deviation of Z, times alpha
     rank: int = 1             # r: rank of each member's perturbation of each matrix
     noise_reuse: int = 1      # steps sharing one noise draw (0: the same noise every step)
     time_chunk: int = 25      # bytes per forward chunk (memory bound; results do not depend on it)
@@ -81,6 +96,13 @@ def check_config(cfg):
         raise ValueError("sigma_shift, noise_reuse and member_chunk must be >= 0")
     if cfg.alpha_decay < 0:
         raise ValueError(f"alpha_decay must be >= 0, got {cfg.alpha_decay}")
+    if not 0 <= cfg.cooldown <= 1 or cfg.horizon < 1:
+        raise ValueError(f"cooldown must be in [0, 1] and horizon >= 1, got {cfg.cooldown}, "
+                         f"{cfg.horizon}")
+    if cfg.update not in ("sgd", "threshold"):
+        raise ValueError(f"update must be sgd or threshold, got {cfg.update!r}")
+    if not 0 < cfg.lr <= MAX_LR:
+        raise ValueError(f"lr must be in (0, {MAX_LR}], got {cfg.lr}")
 
 
 def check_split(cfg, n_processes):
@@ -176,16 +198,22 @@ def alpha_schedule(t, cfg, seq_len):
     """alpha_t = 1 / (1 + 0.015 t) of App. H.3, with t counted in the paper's steps of 2048 members x
     100 bytes rather than in ours (departure): after M = t N T member-tokens, alpha =
     1 / (1 + alpha_decay M / 204800). A step of 512 x 25 member-tokens is 1/16 of a reference
-    step, so a per-step decay would freeze a long run 16x too early; counted in member-tokens, a
-    longer run continues the shorter one's schedule, and alpha is 0.14 after 10 CPU minutes."""
+    step, so a per-step decay would freeze a long run 16x too early. Then (departure) alpha falls
+    linearly to 0 over the last `cooldown` fraction of the run's horizon."""
     member_tokens = t * cfg.population * seq_len
-    return 1.0 / (1.0 + cfg.alpha_decay * member_tokens / REFERENCE_STEP)
+    alpha = 1.0 / (1.0 + cfg.alpha_decay * member_tokens / REFERENCE_STEP)
+    decay_start = (1.0 - cfg.cooldown) * cfg.horizon
+    if cfg.cooldown > 0 and t > decay_start:
+        alpha *= max(0.0, (cfg.horizon - t) / (cfg.horizon - decay_start))
+    return alpha
 
 
 def z_threshold(alpha, n_pairs, rank):
     """Under random F, Z_ij ~ N(0, 256^2 P r): move only where |Z| >= 256 z_{1-alpha/2} sqrt(P r),
     so about a fraction alpha of the weights moves (App. H.3; the paper prints
     Phi^-1((1 - alpha)/2), a typo for Phi^-1(1 - alpha/2))."""
+    if alpha <= 0:
+        return 2**62                                    # nothing moves
     z = statistics.NormalDist().inv_cdf(1 - alpha / 2) if alpha < 1 else 0.0
     return int(math.floor(256 * z * math.sqrt(n_pairs * rank)))
 
@@ -228,12 +256,44 @@ def integer_update(params, F, noise, threshold):
     return new, moved / total
 
 
+FRACTION_BITS = 16   # sgd: each weight keeps W_q16 - 2^16 W in [-2^15, 2^15) as int32
+# sgd: Z (|Z| <= P r 127^2) times the q36 multiplier (<= lr 2^28 / sqrt(P r)) stays below 2^63
+# for P r < 2^30 when lr <= 64
+MAX_LR = 64
+
+
+def sgd_update(params, fractions, F, noise, eta, n_pairs, rank):
+    """W_q16 <- W_q16 + 2^16 eta Z / std(Z), W = I8(round(W_q16 / 2^16)) (departure, above).
+
+    std(Z) = 256 sqrt(P r) under random F (256 sqrt(P) for a vector's a * b noise). fractions:
+    name -> (m, n) or (d,) int32, W_q16 - 2^16 W. A weight at +-127 drops the steps beyond it.
+    Returns the new params, the new fractions and the fraction of weights that moved."""
+    xp = lm.backend_of(F)
+    moved, total = 0, 0
+    new, new_fractions = dict(params), {}
+    for name, nz in noise.items():
+        r = rank if isinstance(nz, tuple) else 1
+        # the multiplier 2^16 eta / std(Z) with 20 more bits, as an integer: every rank and
+        # backend adds the same integers
+        scale = int(round(eta * 2 ** (FRACTION_BITS + 20) / (256 * math.sqrt(n_pairs * r))))
+        Z = accumulate_z(F, nz)                                           # (m, n) int64
+        acc = fractions[name] + ((Z * scale) >> 20)                       # q16 weight change
+        steps = (acc + (1 << (FRACTION_BITS - 1))) >> FRACTION_BITS       # round half up
+        new_fractions[name] = (acc - (steps << FRACTION_BITS)).astype(xp.int32)
+        steps = xp.clip(steps, -254, 254).astype(xp.int32)                # no int32 wrap
+        new[name] = lm.sat8(lm.wide(params[name]) + steps)
+        moved = moved + (new[name] != params[name]).sum()
+        total += Z.size
+    return new, new_fractions, moved / total
+
+
 def step_peak_bytes(mcfg, cfg, seq_len):
     """An upper bound of one step's device memory, to size member_chunk and time_chunk by
     arithmetic (README "GPU memory"): the pair noise as drawn and sliced (2x), its per-member
     copies for all N members (int8 factors, int32 vector noise, one transient copy), the carried
-    states (old and new), one member chunk's forward (lm.forward_peak_bytes) and the update's Z
-    (int32 and int64) with one pair chunk's (diag(F) A, B) operands."""
+    states (old and new), one member chunk's forward (lm.forward_peak_bytes), the update's Z
+    (int32 and int64) with one pair chunk's (diag(F) A, B) operands, and for the sgd update the
+    weight fractions (int32, old and new) and its int64 temporaries (Z scale, acc, steps)."""
     shapes = list(lm.param_shapes(mcfg).values())
     factors = sum(cfg.rank * (s[0] + s[1]) for s in shapes if len(s) == 2)   # int8 per pair
     vectors = sum(4 * s[0] for s in shapes if len(s) == 1)                 # int32 per pair
@@ -241,9 +301,11 @@ def step_peak_bytes(mcfg, cfg, seq_len):
     noise = 2 * P * (factors + vectors) + 2 * N * (factors + vectors)
     hidden = 2 * mcfg.n_layers * N * mcfg.d_model
     forward = lm.forward_peak_bytes(mcfg, (cfg.member_chunk or N) * min(cfg.time_chunk, seq_len))
-    update = max(12 * s[0] * s[1] + 2 * min(P, PAIR_CHUNK) * cfg.rank * (s[0] + s[1])
+    sgd = cfg.update == "sgd"
+    update = max((12 + 28 * sgd) * s[0] * s[1] + 2 * min(P, PAIR_CHUNK) * cfg.rank * (s[0] + s[1])
                  for s in shapes if len(s) == 2)
-    return noise + hidden + forward + update
+    fractions = 8 * lm.count_params(mcfg) * sgd
+    return noise + hidden + forward + update + fractions
 
 # -----------------------------------------------------------------------------
 # the method interface train.py calls (README "The method interface")
@@ -260,11 +322,16 @@ PER_MEMBER_STATE = {"hidden": 1}
 
 
 def init(params, cfg, mcfg, seed, world=lm.ONE_PROCESS):
-    """Method state: each of this rank's members' carried hidden state (truncated ES)."""
+    """Method state: each of this rank's members' carried hidden state (truncated ES), and for
+    the sgd update each weight's 16-bit fraction (the same on every rank)."""
     check_config(cfg)
     xp = lm.backend_of(params["emb"])
     n_mine = cfg.population // world.size
-    return {"hidden": lm.zero_hidden(mcfg, n_mine, xp)}                  # (L, N / K, D) int8
+    state = {"hidden": lm.zero_hidden(mcfg, n_mine, xp)}                 # (L, N / K, D) int8
+    if cfg.update == "sgd":                                               # W_q16 - 2^16 W
+        state.update({"fraction." + name: xp.zeros(w.shape, dtype=xp.int32)
+                      for name, w in params.items()})
+    return state
 
 
 def step(params, state, batch, t, cfg, mcfg, seed, world=lm.ONE_PROCESS):
@@ -283,14 +350,23 @@ def step(params, state, batch, t, cfg, mcfg, seed, world=lm.ONE_PROCESS):
     fitness_mine, hidden = population_fitness(params, mcfg, member_tokens, hidden, pert, cfg)
     fitness = world.allgather(fitness_mine)                               # (N,): all that travels
     F = antithetic_sign(fitness)                                          # (P,)
-    alpha = alpha_schedule(t, cfg, tokens.shape[1] - 1)
-    threshold = z_threshold(alpha, cfg.population // 2, cfg.rank)
-    params, frac = integer_update(params, F, noise, threshold)
     T = tokens.shape[1] - 1
+    alpha = alpha_schedule(t, cfg, T)
+    state = dict(state, hidden=hidden)
+    if cfg.update == "sgd":
+        fractions = {name: state["fraction." + name] for name in noise}
+        params, fractions, frac = sgd_update(params, fractions, F, noise, cfg.lr * alpha,
+                                             cfg.population // 2, cfg.rank)
+        state.update({"fraction." + name: f for name, f in fractions.items()})
+    else:
+        threshold = z_threshold(alpha, cfg.population // 2, cfg.rank)
+        params, frac = integer_update(params, F, noise, threshold)
     stats = {"loss": -fitness.mean() / (lm.LOGP_UNIT * T),          # population bits/byte
-             "member_tokens": cfg.population * T, "alpha": alpha, "threshold": threshold,
+             "member_tokens": cfg.population * T, "alpha": alpha,
              "frac_updated": frac, "ties": (F == 0).mean()}        # device scalars: no sync
-    return params, {"hidden": hidden}, stats
+    if cfg.update == "threshold":
+        stats["threshold"] = threshold
+    return params, state, stats
 
 # -----------------------------------------------------------------------------
 # float EGGROLL (paper §4.1-4.2, Eq. 6) for the demo: low-rank ES on float matrices

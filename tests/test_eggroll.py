@@ -99,18 +99,37 @@ def test_z_equals_sum_of_materialised_outer_products(xp, rank):
 def test_alpha_counts_member_tokens(population, seq_len):
     """alpha starts at 1, never rises, and depends on the member-tokens seen, not on how they
     were cut into steps: at the reference step (2048 x 100) it is the paper's 1 / (1 + 0.015 t)."""
-    cfg = eg.Config(population=population, group_size=2)
+    cfg = eg.Config(population=population, group_size=2, cooldown=0.0)
     alphas = [eg.alpha_schedule(t, cfg, seq_len) for t in range(0, 5000, 7)]
     assert alphas[0] == 1.0 and all(a > b for a, b in zip(alphas, alphas[1:]))
     member_tokens = 3_000_000 * population * seq_len
     per_ref = member_tokens / eg.REFERENCE_STEP
     assert eg.alpha_schedule(3_000_000, cfg, seq_len) == pytest.approx(1 / (1 + 0.015 * per_ref))
-    ref = eg.Config(population=2048, group_size=2)
+    ref = eg.Config(population=2048, group_size=2, cooldown=0.0)
     assert eg.alpha_schedule(100, ref, 100) == pytest.approx(1 / (1 + 0.015 * 100))
 
 
+@pytest.mark.parametrize("horizon,cooldown", [(320, 0.25), (1572, 0.25), (7, 0.5), (100, 1.0),
+                                              (5, 0.0)])
+def test_alpha_cooldown_endpoints_and_monotonicity(horizon, cooldown):
+    """Any horizon: alpha starts at 1, never rises, equals the member-token schedule before the
+    cooldown, falls linearly inside it, is > 0 at the last step and 0 at the horizon."""
+    cfg = eg.Config(population=512, group_size=2, cooldown=cooldown, horizon=horizon)
+    plain = eg.Config(population=512, group_size=2, cooldown=0.0, horizon=horizon)
+    alphas = [eg.alpha_schedule(t, cfg, 25) for t in range(horizon + 1)]
+    assert alphas[0] == 1.0 and all(a >= b for a, b in zip(alphas, alphas[1:]))
+    assert alphas[horizon - 1] > 0 and alphas[horizon] == 0.0 or cooldown == 0.0
+    start = (1 - cooldown) * horizon
+    for t in range(horizon + 1):
+        expected = eg.alpha_schedule(t, plain, 25)
+        if t > start:
+            expected *= (horizon - t) / (horizon - start)
+        assert alphas[t] == pytest.approx(expected, abs=1e-15)
+    assert eg.z_threshold(0.0, 1024, 1) > 1024 * 127 ** 2             # alpha 0: nothing moves
+
+
 def test_alpha_schedule_and_threshold_values():
-    cfg = eg.Config(population=2048, group_size=2)
+    cfg = eg.Config(population=2048, group_size=2, cooldown=0.0)
     assert eg.alpha_schedule(0, cfg, 100) == 1.0
     assert eg.alpha_schedule(100, cfg, 100) == pytest.approx(1 / 2.5)
     assert eg.alpha_schedule(1000, cfg, 100) == pytest.approx(1 / 16)
@@ -143,6 +162,57 @@ def test_update_is_plus_minus_one_and_saturates():
     np.testing.assert_array_equal(new["b"], [-1, 1])
 
 
+def sgd_update_by_hand(w, fraction, z, eta, std):
+    """The sgd update of one weight in Python integers: W_q16 = 2^16 W + fraction."""
+    scale = round(eta * 2 ** 36 / std)
+    acc = fraction + (z * scale >> 20)
+    steps = (acc + 2 ** 15) >> 16
+    return max(-127, min(127, w + steps)), acc - (steps << 16)
+
+
+def test_sgd_update_equals_fixed_point_arithmetic_by_hand():
+    """Every weight: the new int8 weight and 16-bit fraction are the integers of W_q16 + 2^16
+    eta Z / std(Z) rounded half up, with saturation at +-127 (matrix rank 2, and a vector)."""
+    rng = np.random.default_rng(3)
+    P, m, n, r = 6, 5, 4, 2
+    A = rng.integers(-127, 128, (P, m, r)).astype(np.int8)
+    B = rng.integers(-127, 128, (P, n, r)).astype(np.int8)
+    v = rng.integers(-2**14, 2**14, (P, 3)).astype(np.int32)
+    F = rng.choice([-1, 0, 1], P).astype(np.int8)
+    params = {"w": rng.integers(-127, 128, (m, n)).astype(np.int8),
+              "b": np.array([127, -127, 3], np.int8)}
+    params["w"][0, :2] = [127, -127]                                 # saturating rows
+    fractions = {"w": rng.integers(-2**15, 2**15, (m, n)).astype(np.int32),
+                 "b": rng.integers(-2**15, 2**15, 3).astype(np.int32)}
+    noise = {"w": (A, B), "b": v}
+    for eta in (0.9, 3.7, 0.01):
+        new, new_fractions, _ = eg.sgd_update(params, fractions, F, noise, eta, P, r)
+        Zw = eg.accumulate_z(F, (A, B))
+        Zb = eg.accumulate_z(F, v)
+        for name, Z, std in (("w", Zw, 256 * math.sqrt(P * r)), ("b", Zb, 256 * math.sqrt(P))):
+            for idx in np.ndindex(Z.shape):
+                w, f = sgd_update_by_hand(int(params[name][idx]), int(fractions[name][idx]),
+                                          int(Z[idx]), eta, std)
+                assert (int(new[name][idx]), int(new_fractions[name][idx])) == (w, f), (name, idx)
+        assert all(-2**15 <= int(f.min()) and int(f.max()) < 2**15 for f in new_fractions.values())
+        assert new["w"].dtype == np.int8 and new_fractions["w"].dtype == np.int32
+
+
+def test_sgd_update_moves_weights_by_eta_standard_deviations_under_random_signs():
+    """Under random F, Z / std(Z) ~ N(0, 1): after one step from zero fractions, the weights'
+    exact change in q16 (steps 2^16 + fraction) has standard deviation eta (within 5 %)."""
+    P = 2048
+    cfg = eg.Config(population=2 * P)
+    A, B = eg.pair_noise(1, 0, cfg, 0, (64, 64), np)
+    F = np.random.default_rng(1).choice([-1, 1], P).astype(np.int8)
+    params = {"w": np.zeros((64, 64), np.int8)}
+    for eta in (1.0, 0.2):
+        new, frac, moved = eg.sgd_update(params, {"w": np.zeros((64, 64), np.int32)}, F,
+                                         {"w": (A, B)}, eta, P, 1)
+        change = (new["w"].astype(np.int64) * 2**16 + frac["w"]) / 2**16
+        assert abs(change.std() / eta - 1) < 0.05, (eta, change.std())
+
+
 def test_antithetic_sign():
     f = np.array([5, 3, -2, -2, 0, 7], np.int64)
     np.testing.assert_array_equal(eg.antithetic_sign(f), [1, 0, -1])
@@ -150,7 +220,9 @@ def test_antithetic_sign():
 
 def test_config_validation():
     for bad in (dict(population=7), dict(population=0), dict(population=8, group_size=3),
-                dict(population=8, group_size=6), dict(rank=0), dict(sigma_shift=-1)):
+                dict(population=8, group_size=6), dict(rank=0), dict(sigma_shift=-1),
+                dict(cooldown=1.5), dict(horizon=0), dict(update="adam"), dict(lr=0),
+                dict(lr=eg.MAX_LR * 2)):
         with pytest.raises(ValueError):
             eg.check_config(eg.Config(**bad))
 

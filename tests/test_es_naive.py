@@ -177,7 +177,8 @@ def test_materialised_eggroll_noise_gives_eggroll_bit_for_bit():
     on the two sides. Tolerance: none (integers)."""
     mcfg = lm.ModelConfig(16, 2)
     ecfg = eggroll.Config(population=16, group_size=4, rank=1, time_chunk=7, member_chunk=0,
-                          alpha_decay=0.015 * eggroll.REFERENCE_STEP / (16 * 16))  # 0.015/step
+                          alpha_decay=0.015 * eggroll.REFERENCE_STEP / (16 * 16),  # 0.015/step
+                          update="threshold", cooldown=0.0)                  # App. H.3 as is
     cfg = es_naive.Config(population=16, group_size=4, time_chunk=7, member_chunk=6,
                           alpha_decay=ecfg.alpha_decay)
     stream = lm.TrainStream(TRAIN[:50_000], es_naive.num_sequences(cfg), 16)
