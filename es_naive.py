@@ -39,6 +39,8 @@ Integer scheme (what `train.py --method es_naive` runs; EGGROLL App. H with E_k 
        with t counted in member-tokens: 0.24 per 204,800, i.e. 0.015 per CPU step of 128 x 100
       s = the per-entry std of E_k: 16 for int8 normals, 256 for a materialised A B^T.
       Under random F, Z_ij ~ N(0, s² P), so about a fraction α_t of the weights moves by ±1.
+  (11) --update sgd, as eggroll.py's: W_q16 ← W_q16 + 2^16 lr α_t Z / (s √P), the int8 weight
+       its rounding (a 16-bit fraction per weight kept as optimiser state)   [departure]
 
 Departures, each also marked at its line:
   * float part: we minimise a loss instead of maximising a reward: F is built from L and Adam
@@ -80,6 +82,10 @@ class Config:
     group_size: int = 2       # members sharing one data window; even, divides population
     sigma_shift: int = 4      # sigma_hat: perturbation scale sigma = 2^-sigma_hat (Eq. 7)
     alpha_decay: float = 0.24   # alpha = 1 / (1 + alpha_decay M / 204800) after M member-tokens
+    cooldown: float = 0.0     # alpha falls linearly to 0 over this last fraction of the run
+    horizon: int = 250        # steps the schedule spans; train.py sets it to the run's steps
+    update: str = "threshold"  # threshold: Eq. 10; sgd: lr alpha Z / std(Z) into 16-bit fractions (11)
+    lr: float = 1.0           # sgd: weight steps (int8 units) per standard deviation of Z, times alpha
     noise_reuse: int = 1      # steps sharing one noise draw (0: the same noise every step)
     time_chunk: int = 25      # bytes per forward chunk (memory bound; results do not depend on it)
     member_chunk: int = 64    # members per forward chunk, even, 0 = all: bounds the noise held
@@ -113,6 +119,13 @@ def check_config(cfg):
         raise ValueError("sigma_shift and noise_reuse must be >= 0")
     if cfg.alpha_decay < 0:
         raise ValueError(f"alpha_decay must be >= 0, got {cfg.alpha_decay}")
+    if not 0 <= cfg.cooldown <= 1 or cfg.horizon < 1:
+        raise ValueError(f"cooldown must be in [0, 1] and horizon >= 1, got {cfg.cooldown}, "
+                         f"{cfg.horizon}")
+    if cfg.update not in ("sgd", "threshold"):
+        raise ValueError(f"update must be sgd or threshold, got {cfg.update!r}")
+    if not 0 < cfg.lr <= MAX_LR:
+        raise ValueError(f"lr must be in (0, {MAX_LR}], got {cfg.lr}")
 
 
 def check_split(cfg, n_processes):
@@ -207,14 +220,21 @@ def alpha_schedule(t, cfg, seq_len):
     """alpha_t = 1 / (1 + c t) of Eq. 10 counted in member-tokens, as in eggroll.py: after
     M = t N T member-tokens, alpha = 1 / (1 + alpha_decay M / 204800), so a longer run continues
     the shorter one's schedule. The default alpha_decay 0.24 is the per-step 0.015 this baseline
-    was tuned with, at its CPU step of 128 x 100 member-tokens."""
+    was tuned with, at its CPU step of 128 x 100 member-tokens. Then (departure, as eggroll.py)
+    alpha falls linearly to 0 over the last `cooldown` fraction of the run's horizon."""
     member_tokens = t * cfg.population * seq_len
-    return 1.0 / (1.0 + cfg.alpha_decay * member_tokens / REFERENCE_STEP)
+    alpha = 1.0 / (1.0 + cfg.alpha_decay * member_tokens / REFERENCE_STEP)
+    decay_start = (1.0 - cfg.cooldown) * cfg.horizon
+    if cfg.cooldown > 0 and t > decay_start:
+        alpha *= max(0.0, (cfg.horizon - t) / (cfg.horizon - decay_start))
+    return alpha
 
 
 def z_threshold(alpha, n_pairs, noise_std):
     """Under random F, Z_ij ~ N(0, s^2 P): move only where |Z| >= s z_{1-alpha/2} sqrt(P), so
     about a fraction alpha of the weights moves (Eq. 10). s = 256 and rank 1 give EGGROLL's."""
+    if alpha <= 0:
+        return 2**62                                    # nothing moves
     z = statistics.NormalDist().inv_cdf(1 - alpha / 2) if alpha < 1 else 0.0
     return int(math.floor(noise_std * z * math.sqrt(n_pairs)))
 
@@ -249,6 +269,33 @@ def integer_update(params, Z, threshold):
     return new, moved / total
 
 
+FRACTION_BITS = 16   # sgd: each weight keeps W_q16 - 2^16 W in [-2^15, 2^15) as int32
+# sgd: Z (|Z| <= P 69 s, s = 16 or 256) times the q36 multiplier (<= lr 2^36 / (s sqrt(P)))
+# stays below 2^63 for P < 2^30 pairs when lr <= 64
+MAX_LR = 64
+
+
+def sgd_update(params, fractions, Z, eta, n_pairs, noise_std):
+    """(11) W_q16 <- W_q16 + 2^16 eta Z / (s sqrt(P)), W = I8(round(W_q16 / 2^16)).
+
+    fractions: name -> int32 W_q16 - 2^16 W. A weight at +-127 drops the steps beyond it.
+    Returns the new params, the new fractions and the fraction of weights that moved."""
+    xp = lm.backend_of(params["emb"])
+    # the multiplier 2^16 eta / std(Z) with 20 more bits, as an integer (same on every rank)
+    scale = int(round(eta * 2 ** (FRACTION_BITS + 20) / (noise_std * math.sqrt(n_pairs))))
+    moved, total = 0, 0
+    new, new_fractions = dict(params), {}
+    for name, z in Z.items():
+        acc = fractions[name] + ((z * scale) >> 20)                       # q16 weight change
+        steps = (acc + (1 << (FRACTION_BITS - 1))) >> FRACTION_BITS       # round half up
+        new_fractions[name] = (acc - (steps << FRACTION_BITS)).astype(xp.int32)
+        steps = xp.clip(steps, -254, 254).astype(xp.int32)                # no int32 wrap
+        new[name] = lm.sat8(lm.wide(params[name]) + steps)
+        moved = moved + (new[name] != params[name]).sum()
+        total += z.size
+    return new, new_fractions, moved / total
+
+
 def memory_per_member_bytes(mcfg, cfg, rank=1):
     """Perturbation bytes one member holds during the population forward, for bench.py/README.
 
@@ -280,11 +327,16 @@ PER_MEMBER_STATE = {"hidden": 1}
 
 
 def init(params, cfg, mcfg, seed, world=lm.ONE_PROCESS):
-    """Method state: each of this rank's members' carried hidden state (truncated ES)."""
+    """Method state: each of this rank's members' carried hidden state (truncated ES), and for
+    the sgd update each weight's 16-bit fraction (the same on every rank)."""
     check_config(cfg)
     xp = lm.backend_of(params["emb"])
     n_mine = cfg.population // world.size
-    return {"hidden": lm.zero_hidden(mcfg, n_mine, xp)}                  # (L, N / K, D) int8
+    state = {"hidden": lm.zero_hidden(mcfg, n_mine, xp)}                 # (L, N / K, D) int8
+    if cfg.update == "sgd":                                               # W_q16 - 2^16 W
+        state.update({"fraction." + name: xp.zeros(w.shape, dtype=xp.int32)
+                      for name, w in params.items()})
+    return state
 
 
 def step(params, state, batch, t, cfg, mcfg, seed, world=lm.ONE_PROCESS):
@@ -307,14 +359,24 @@ def step_with_noise(params, state, batch, t, cfg, mcfg, source, world=lm.ONE_PRO
                                               first=mine.start)
     fitness = world.allgather(fitness_mine)                               # (N,): all that travels
     F = antithetic_sign(fitness)                                          # (P,)
-    alpha = alpha_schedule(t, cfg, tokens.shape[1] - 1)
-    threshold = z_threshold(alpha, cfg.population // 2, source.std)
-    params, frac = integer_update(params, accumulate_z(F, source, mcfg, cfg), threshold)
     T = tokens.shape[1] - 1
+    alpha = alpha_schedule(t, cfg, T)
+    state = dict(state, hidden=hidden)
+    Z = accumulate_z(F, source, mcfg, cfg)
+    if cfg.update == "sgd":
+        fractions = {name: state["fraction." + name] for name in Z}
+        params, fractions, frac = sgd_update(params, fractions, Z, cfg.lr * alpha,
+                                             cfg.population // 2, source.std)
+        state.update({"fraction." + name: f for name, f in fractions.items()})
+    else:
+        threshold = z_threshold(alpha, cfg.population // 2, source.std)
+        params, frac = integer_update(params, Z, threshold)
     stats = {"loss": -fitness.mean() / (lm.LOGP_UNIT * T),          # population bits/byte
-             "member_tokens": cfg.population * T, "alpha": alpha, "threshold": threshold,
+             "member_tokens": cfg.population * T, "alpha": alpha,
              "frac_updated": frac, "ties": (F == 0).mean()}        # device scalars: no sync
-    return params, {"hidden": hidden}, stats
+    if cfg.update == "threshold":
+        stats["threshold"] = threshold
+    return params, state, stats
 
 # -----------------------------------------------------------------------------
 # float OpenAI-ES (Eq. 1-5) for the demo: antithetic pairs, centred ranks, Adam
