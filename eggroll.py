@@ -64,7 +64,7 @@ class Config:
     group_size: int = 2       # members sharing one data window; even, divides population
     sigma_shift: int = 4      # sigma_hat: perturbation scale sigma = 2^-sigma_hat (App. H.1)
     alpha_decay: float = 0.015  # alpha = 1 / (1 + alpha_decay M / 204800) after M member-tokens
-    cooldown: float = 0.25    # alpha falls linearly to 0 over this last fraction of the run
+    cooldown: float = 0.0     # alpha falls linearly to 0 over this last fraction of the run
     horizon: int = 320        # steps the schedule spans; train.py sets it to the run's steps
     update: str = "sgd"       # sgd: lr alpha Z / std(Z) into 16-bit weight fractions; threshold: App. H.3
     lr: float = 1.0           # sgd: weight steps (int8 units) per standard deviation of Z, times alpha
@@ -103,6 +103,12 @@ def check_config(cfg):
         raise ValueError(f"update must be sgd or threshold, got {cfg.update!r}")
     if not 0 < cfg.lr <= MAX_LR:
         raise ValueError(f"lr must be in (0, {MAX_LR}], got {cfg.lr}")
+
+
+def follows_horizon(cfg):
+    """Whether a step depends on the run's length (alpha's cooldown): train.py then refuses to resume
+    a run under another plan."""
+    return cfg.cooldown > 0
 
 
 def check_split(cfg, n_processes):

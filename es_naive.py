@@ -128,6 +128,12 @@ def check_config(cfg):
         raise ValueError(f"lr must be in (0, {MAX_LR}], got {cfg.lr}")
 
 
+def follows_horizon(cfg):
+    """Whether a step depends on the run's length (alpha's cooldown): train.py then refuses to resume
+    a run under another plan."""
+    return cfg.cooldown > 0
+
+
 def check_split(cfg, n_processes):
     """Under mpirun every rank evaluates whole groups (so whole antithetic pairs) of members."""
     if cfg.population % (n_processes * cfg.group_size):

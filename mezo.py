@@ -139,6 +139,12 @@ def check_config(cfg):
                          f"{cfg.time_chunk}")
 
 
+def follows_horizon(cfg):
+    """Whether a step depends on the run's length (the lr decay): train.py then refuses to resume
+    a run under another plan."""
+    return cfg.lr_end < 1
+
+
 def check_split(cfg, n_processes):
     """Under mpirun every rank scores the same number of SPSA directions."""
     if cfg.n_dirs % n_processes:

@@ -99,7 +99,6 @@ def test_checkpoint_resumes_at_another_k(method, tmp_path):
     """2 steps at K = 2 then 2 more at K = 1, and 2 at K = 1 then 2 at K = 2, both equal 4
     straight steps in one process: the per-member state is joined and split again."""
     argv = TINY + SPLIT[method] + ["--method", method]
-    argv += ["--horizon", "4"] if method == "eggroll" else []     # the 2-step parts keep it
     assert alone(argv + ["--steps", "4", "--out", str(tmp_path / "straight")]) == 0
     ab, ba = tmp_path / "two_then_one", tmp_path / "one_then_two"
     job = mpirun(2, argv + ["--steps", "2", "--out", str(ab)])

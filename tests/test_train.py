@@ -100,10 +100,9 @@ def test_eggroll_short_run_lowers_val_bpb_and_writes_outputs(tmp_path):
 @pytest.mark.parametrize("method", train.METHODS)
 def test_resume_is_bit_identical(method, tmp_path):
     """4 steps straight == 2 steps, then --resume, then 2 more: params and state bit-identical.
-    The 2-step part keeps the 4-step schedule (--horizon 4) where the method has one (EGGROLL's
-    alpha cooldown, MeZO's lr decay)."""
+    The 2-step part keeps the 4-step schedule (--horizon 4) where the method has one."""
     base = TINY + SMALL[method] + ["--method", method, "--eval_every", "2"]
-    base += ["--horizon", "4"] if method in ("eggroll", "mezo") else []
+    base += ["--horizon", "4"] if method == "mezo" else []
     assert run(base + ["--steps", "4", "--out", str(tmp_path / "a")]) == 0
     assert run(base + ["--steps", "2", "--out", str(tmp_path / "b")]) == 0
     ckpt = str(tmp_path / "b" / method / "ckpt_last.npz")
@@ -214,16 +213,23 @@ def test_budget_without_steps_plans_a_run_that_steps_reproduces(tmp_path, capsys
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def test_resume_with_another_plan_is_refused_with_the_fix(tmp_path, capsys):
-    """MeZO's lr schedule spans the planned run: resuming under another plan is refused."""
-    base = TINY + SMALL["mezo"] + ["--method", "mezo", "--lr_end", "0.5", "--out", str(tmp_path)]
-    assert run(base + ["--steps", "2"]) == 0
-    ckpt = str(tmp_path / "mezo" / "ckpt_last.npz")
+@pytest.mark.parametrize("method,schedule", [("mezo", ["--lr_end", "0.5"]),
+                                             ("eggroll", ["--cooldown", "0.5"]),
+                                             ("es_naive", ["--cooldown", "0.5"])])
+def test_resume_with_another_plan_is_refused_with_the_fix(method, schedule, tmp_path, capsys):
+    """A schedule that spans the planned run (MeZO's lr decay, an alpha cooldown): resuming
+    under another plan is refused with the fix; without such a schedule it is allowed."""
+    base = TINY + SMALL[method] + ["--method", method, "--out", str(tmp_path)]
+    assert run(base + schedule + ["--steps", "2"]) == 0
+    ckpt = str(tmp_path / method / "ckpt_last.npz")
     capsys.readouterr()
-    assert run(base + ["--steps", "4", "--resume", ckpt]) == 2
+    assert run(base + schedule + ["--steps", "4", "--resume", ckpt]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "planned for 2 steps" in err and "--horizon 2" in err
-    assert run(base + ["--steps", "4", "--horizon", "2", "--resume", ckpt]) == 0
+    assert run(base + schedule + ["--steps", "4", "--horizon", "2", "--resume", ckpt]) == 0
+    assert run(base + ["--steps", "2", "--out", str(tmp_path / "plain")]) == 0
+    plain = str(tmp_path / "plain" / method / "ckpt_last.npz")
+    assert run(base + ["--steps", "4", "--out", str(tmp_path / "plain"), "--resume", plain]) == 0
 
 
 @pytest.mark.parametrize("method", ["eggroll", "es_naive", "mezo"])
