@@ -14,19 +14,19 @@ Float EGGROLL (paper §4.1-4.2, used by the demo at the bottom):
     u (M + sigma E_i)^T = u M^T + (sigma / sqrt(r)) (u B_i) A_i^T                        (§4.2)
     M <- M + (alpha / N) sum_i E_i f(M + sigma E_i),  1/sigma folded into alpha          (Eq. 6)
     sum_i z_i E_i = (diag(z) A)^T B: one GEMM, no E_i built                              (§4.2)
-Integer EGGROLL (paper App. H, what `train.py --method eggroll` runs):
+Integer EGGROLL (paper App. H; `train.py --method eggroll --update threshold` runs it as is):
     A_k in I8^{m x r}, B_k in I8^{n x r} ~ 16 N(0,1), pair k = member >> 1, odd member: -A   (H.1)
     member forward: I8((u W^T + ((u B) A^T >> (4 + sigma_hat))) / (16 isqrt n))          (H.1)
     vectors: noise a_k * b_k (two int8 normals) >> (4 + sigma_hat)                      (H.1)
     F_k = sign(f(member 2k) - f(member 2k+1)),  f = integer log-likelihood of the window (H.2)
     Z = sum_k F_k A_k B_k^T  in int32, as one GEMM (diag(F) A)^T B                       (H.2)
     W <- I8(W + sign(Z) [|Z| >= 256 z_{1-alpha_t/2} sqrt(P r)]),  alpha_t = 1/(1 + 0.015 t) (H.3)
-The update train.py runs by default (departure; --update threshold is the paper's above):
-    W_q16 <- W_q16 + 2^16 eta_t Z / (256 sqrt(P r)),  eta_t = lr alpha_t,  W = I8(round(W_q16 / 2^16))
-    the float code path's SGD step, lr sqrt(N) x mean of f E (§2.5 of our brief), with Z / sqrt(P)
-    z-scored as in the threshold's test, taken on weights that keep a 16-bit fraction: the
-    forward still reads int8 weights; the fraction (int32 per weight) is the optimiser state the
-    paper leaves to future work (App. H.3: "no momentum or other optimiser states").
+The update train.py runs by default (--update sgd, a departure) replaces the last line by
+    W_q16 <- W_q16 + 2^16 lr alpha_t Z / (256 sqrt(P r)),   W = I8(round(W_q16 / 2^16))
+i.e. the SGD step of the float code path (HyperscaleES: lr sqrt(N) times the mean of F E) with
+Z z-scored as in the threshold's test, on weights that keep a 16-bit fraction: the forward
+still reads int8 weights, and the fraction (int32 per weight) is the optimiser state the paper
+leaves to future work (App. H.3: no "momentum or other optimiser states").
 
 Departures, each also marked at its line:
   * rank r > 1 in the integer scheme is a sum of r rank-1 terms (the reference code has rank 1
@@ -36,8 +36,8 @@ Departures, each also marked at its line:
   * noise comes from a counter hash (int_rnn_lm.noise_int8), not a 1 GiB table;
   * alpha_t counts t in the paper's steps of 2048 x 100 member-tokens, not in ours (a CPU step
     is 1/16 of one): alpha = 1/(1 + 0.015 M / 204800) after M member-tokens;
-  * over the last `cooldown` fraction of the run alpha falls linearly to 0, as the learning rate
-    of a warmup-stable-decay schedule does;
+  * optionally (--cooldown, off by default) alpha falls linearly to 0 over the last fraction of
+    the run, as the learning rate of a warmup-stable-decay schedule does;
   * the default update keeps a 16-bit fraction per weight (above): the paper's +-1 step moves
     about a fraction alpha of the weights each step whatever the signal (README "Explanation
     of atypical hyperparameters" has the measurements that made it the default).
@@ -66,8 +66,8 @@ class Config:
     alpha_decay: float = 0.015  # alpha = 1 / (1 + alpha_decay M / 204800) after M member-tokens
     cooldown: float = 0.0     # alpha falls linearly to 0 over this last fraction of the run
     horizon: int = 400        # steps the schedule spans; train.py sets it to the run's steps
-    update: str = "sgd"       # sgd: lr alpha Z / std(Z) into 16-bit weight fractions; threshold: App. H.3
-    lr: float = 1.0           # sgd: weight steps (int8 units) per standard deviation of Z, times alpha
+    update: str = "sgd"       # sgd: lr alpha Z / std(Z) into 16-bit fractions; threshold: App. H.3
+    lr: float = 1.0           # sgd: int8 weight units per standard deviation of Z, times alpha
     rank: int = 1             # r: rank of each member's perturbation of each matrix
     noise_reuse: int = 1      # steps sharing one noise draw (0: the same noise every step)
     time_chunk: int = 25      # bytes per forward chunk (memory bound; results do not depend on it)
@@ -106,8 +106,8 @@ def check_config(cfg):
 
 
 def follows_horizon(cfg):
-    """Whether a step depends on the run's length (alpha's cooldown): train.py then refuses to resume
-    a run under another plan."""
+    """Whether a step depends on the run's length (alpha's cooldown): train.py then refuses
+    to resume a run under another plan."""
     return cfg.cooldown > 0
 
 

@@ -84,8 +84,8 @@ class Config:
     alpha_decay: float = 0.24   # alpha = 1 / (1 + alpha_decay M / 204800) after M member-tokens
     cooldown: float = 0.0     # alpha falls linearly to 0 over this last fraction of the run
     horizon: int = 250        # steps the schedule spans; train.py sets it to the run's steps
-    update: str = "threshold"  # threshold: Eq. 10; sgd: lr alpha Z / std(Z) into 16-bit fractions (11)
-    lr: float = 1.0           # sgd: weight steps (int8 units) per standard deviation of Z, times alpha
+    update: str = "threshold"  # threshold: Eq. 10; sgd: lr alpha Z / std(Z) into 16-bit fractions
+    lr: float = 1.0           # sgd: int8 weight units per standard deviation of Z, times alpha
     noise_reuse: int = 1      # steps sharing one noise draw (0: the same noise every step)
     time_chunk: int = 25      # bytes per forward chunk (memory bound; results do not depend on it)
     member_chunk: int = 64    # members per forward chunk, even, 0 = all: bounds the noise held
@@ -129,8 +129,8 @@ def check_config(cfg):
 
 
 def follows_horizon(cfg):
-    """Whether a step depends on the run's length (alpha's cooldown): train.py then refuses to resume
-    a run under another plan."""
+    """Whether a step depends on the run's length (alpha's cooldown): train.py then refuses
+    to resume a run under another plan."""
     return cfg.cooldown > 0
 
 

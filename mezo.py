@@ -140,8 +140,8 @@ def check_config(cfg):
 
 
 def follows_horizon(cfg):
-    """Whether a step depends on the run's length (the lr decay): train.py then refuses to resume
-    a run under another plan."""
+    """Whether a step depends on the run's length (the lr decay): train.py then refuses
+    to resume a run under another plan."""
     return cfg.lr_end < 1
 
 
