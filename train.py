@@ -469,6 +469,14 @@ def compare(out_root, reference=""):
 # the training loop
 
 
+def replans(method, cfg, args):
+    """A budget run without --steps whose steps do not depend on the plan (no schedule follows
+    the horizon) re-plans at every evaluation from its own pace, so it spends the whole budget
+    even where the probe steps ran slower than the run; `--steps <done>` repeats it."""
+    follows = hasattr(cfg, "horizon") and getattr(method, "follows_horizon", lambda c: True)(cfg)
+    return args.steps is None and args.budget_s > 0 and not follows
+
+
 def plan_steps(method, params, state, stream, cfg, mcfg, seed, on_world, evaluate, run,
                budget_s, world):
     """The steps that fit in budget_s: the horizon of a run given a budget but no --steps.
@@ -552,8 +560,10 @@ def train(argv):
                                                   args.seed, on_world, evaluate, run,
                                                   args.budget_s, world)
         say(f"planned {run['steps']} steps for --budget_s {args.budget_s:g} (a step "
-            f"{step_s:.3f} s, an eval {eval_s:.2f} s every {run['eval_every']} steps); rerun "
-            f"with --steps {run['steps']} to repeat this run")
+            f"{step_s:.3f} s, an eval {eval_s:.2f} s every {run['eval_every']} steps)"
+            + ("; the plan follows the run's pace, the done line gives the steps" if
+               replans(method, cfg, args) else
+               f"; rerun with --steps {run['steps']} to repeat this run"))
     steps = run["steps"]
     if hasattr(cfg, "horizon") and args.horizon is None:
         cfg = dataclasses.replace(cfg, horizon=steps)  # the schedules span the planned run
@@ -595,10 +605,11 @@ def train(argv):
                      "elapsed_s": "0.0", "planned_steps": steps})
         say(f"step {0:5d}/{steps} | val {v0:.4f} (untrained)")
     t = start
+    replan = replans(method, cfg, args)
     # member-tokens/s counts training time only: the wall time of a log window minus its evals
     window_tokens, window_start, window_eval = 0, time.time(), 0.0
     try:
-        for t in range(start, steps):
+        while t < steps:
             params, state, stats = method.step(params, state, stream.batch(t), t, cfg, mcfg,
                                                args.seed, **on_world)
             done = t + 1
@@ -615,6 +626,10 @@ def train(argv):
                     best = val_bpb
                     checkpoint("ckpt_best.npz", done)
                 window_eval += time.time() - eval_start
+                if replan and not out_of_budget:            # s per step, evals included
+                    pace = (elapsed - elapsed_before) / (done - start)
+                    steps = world.bcast(max(steps, done + int(0.97 * (args.budget_s - elapsed)
+                                                              / pace)))
             if done % run["log_every"] == 0 or val_bpb is not None or done == steps:
                 stats = {k: float(v) for k, v in stats.items()}   # note: a CPU-GPU sync point
                 rate = window_tokens / max(time.time() - window_start - window_eval, 1e-9)
@@ -662,7 +677,8 @@ def train(argv):
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     print(f"done: step {t}, val bits/byte {final['val_bpb']} (best {best:.5f}), "
-          f"{fmt_time(elapsed_before + time.time() - t0)}; outputs in {out_dir}/")
+          f"{fmt_time(elapsed_before + time.time() - t0)}; outputs in {out_dir}/"
+          + (f"; rerun with --steps {t} to repeat this run" if replan else ""))
     print("sample: " + (prompt + text)[-200:].decode("utf-8", errors="replace").replace("\n", " | "))
     return 0
 

@@ -193,20 +193,31 @@ def test_readme_test_command_is_what_ci_runs():
 # a budget plans the run; threads never change it; --sample reads checkpoints
 
 
-def test_budget_without_steps_plans_a_run_that_steps_reproduces(tmp_path, capsys):
+@pytest.mark.parametrize("schedule", [[], ["--cooldown", "0.5"]])
+def test_budget_without_steps_plans_a_run_that_steps_reproduces(schedule, tmp_path, capsys):
     """--budget_s without --steps times a few steps on copies and plans N steps (recorded in
-    log.csv, checkpoints and summary.json); the same flags with --steps M (M: the steps the
-    budget allowed, normally N) give the same checkpoint: the probe steps leave no trace."""
-    base = TINY + SMALL["eggroll"] + ["--eval_every", "10"]
+    log.csv, checkpoints and summary.json). Where no schedule follows the plan it is refined at
+    each evaluation from the run's pace (the done line names the steps M); with an alpha
+    cooldown it stays N and M <= N. Either way the same flags with --steps M (and the plan's
+    --horizon N where a schedule follows it) give the same checkpoint: the probe steps and the
+    re-planning leave no trace."""
+    base = TINY + SMALL["eggroll"] + ["--eval_every", "10"] + schedule
     assert run(base + ["--budget_s", "3", "--out", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
     with open(tmp_path / "a" / "eggroll" / "summary.json") as f:
         summary = json.load(f)
-    n, m = summary["planned_steps"], summary["steps"]
-    assert f"planned {n} steps for --budget_s 3" in out and 10 <= m <= n, (out, n, m)
+    n = int(re.search(r"planned (\d+) steps for --budget_s 3", out).group(1))
+    m = summary["steps"]
     with open(tmp_path / "a" / "eggroll" / "log.csv") as f:
         assert next(csv.DictReader(f))["planned_steps"] == str(n)
-    assert run(base + ["--steps", str(m), "--out", str(tmp_path / "b")]) == 0
+    if schedule:
+        assert summary["planned_steps"] == n and 10 <= m <= n, (out, n, m)
+        assert f"rerun with --steps {n} to repeat this run" in out
+    else:
+        assert summary["planned_steps"] >= m >= 10, (out, summary)
+        assert f"rerun with --steps {m} to repeat this run" in out.splitlines()[-2]
+    plan = ["--horizon", str(n)] if schedule else []      # a budget-cut run keeps its plan
+    assert run(base + plan + ["--steps", str(m), "--out", str(tmp_path / "b")]) == 0
     a = load_arrays(tmp_path / "a" / "eggroll" / "ckpt_last.npz")
     b = load_arrays(tmp_path / "b" / "eggroll" / "ckpt_last.npz")
     for k in a:
