@@ -204,8 +204,8 @@ def alpha_schedule(t, cfg, seq_len):
     """alpha_t = 1 / (1 + 0.015 t) of App. H.3, with t counted in the paper's steps of 2048 members x
     100 bytes rather than in ours (departure): after M = t N T member-tokens, alpha =
     1 / (1 + alpha_decay M / 204800). A step of 512 x 25 member-tokens is 1/16 of a reference
-    step, so a per-step decay would freeze a long run 16x too early. Then (departure) alpha falls
-    linearly to 0 over the last `cooldown` fraction of the run's horizon."""
+    step, so a per-step decay would freeze a long run 16x too early. With --cooldown c > 0 (off
+    by default; departure) alpha then falls linearly to 0 over the last fraction c of the run."""
     member_tokens = t * cfg.population * seq_len
     alpha = 1.0 / (1.0 + cfg.alpha_decay * member_tokens / REFERENCE_STEP)
     decay_start = (1.0 - cfg.cooldown) * cfg.horizon

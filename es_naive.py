@@ -226,8 +226,9 @@ def alpha_schedule(t, cfg, seq_len):
     """alpha_t = 1 / (1 + c t) of Eq. 10 counted in member-tokens, as in eggroll.py: after
     M = t N T member-tokens, alpha = 1 / (1 + alpha_decay M / 204800), so a longer run continues
     the shorter one's schedule. The default alpha_decay 0.24 is the per-step 0.015 this baseline
-    was tuned with, at its CPU step of 128 x 100 member-tokens. Then (departure, as eggroll.py)
-    alpha falls linearly to 0 over the last `cooldown` fraction of the run's horizon."""
+    was tuned with, at its CPU step of 128 x 100 member-tokens. With --cooldown c > 0 (off by
+    default; departure, as eggroll.py) alpha then falls linearly to 0 over the last fraction c
+    of the run."""
     member_tokens = t * cfg.population * seq_len
     alpha = 1.0 / (1.0 + cfg.alpha_decay * member_tokens / REFERENCE_STEP)
     decay_start = (1.0 - cfg.cooldown) * cfg.horizon
