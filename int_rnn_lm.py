@@ -590,7 +590,7 @@ def token_logprob(logits, targets):
     mant = s >> (e - 12)                                                # [4096, 8191]
     log2_s = LOGP_UNIT * (e - EXP2_BITS) + xp.take(_table(xp, LOG2_MANT_TABLE), mant - 4096)
     idx_t = xp.take_along_axis(idx, targets.astype(xp.int64)[..., None], axis=-1)[..., 0]
-    return 16 * (idx_t - 254) - log2_s                                  # 16 * q4 = 1/256 bit                          # 16 * q4 = 1/256 bit
+    return 16 * (idx_t - 254) - log2_s                                  # 16 * q4 = 1/256 bit
 
 
 def log2_probs(logits):

@@ -469,12 +469,17 @@ def compare(out_root, reference=""):
 # the training loop
 
 
+def follows_horizon(method, cfg):
+    """Whether the method's steps depend on the run's planned length (cfg.horizon); a method
+    with a horizon but no follows_horizon() is taken to follow it."""
+    return hasattr(cfg, "horizon") and getattr(method, "follows_horizon", lambda c: True)(cfg)
+
+
 def replans(method, cfg, args):
     """A budget run without --steps whose steps do not depend on the plan (no schedule follows
     the horizon) re-plans at every evaluation from its own pace, so it spends the whole budget
     even where the probe steps ran slower than the run; `--steps <done>` repeats it."""
-    follows = hasattr(cfg, "horizon") and getattr(method, "follows_horizon", lambda c: True)(cfg)
-    return args.steps is None and args.budget_s > 0 and not follows
+    return args.steps is None and args.budget_s > 0 and not follows_horizon(method, cfg)
 
 
 def plan_steps(method, params, state, stream, cfg, mcfg, seed, on_world, evaluate, run,
@@ -555,14 +560,14 @@ def train(argv):
         """val bits/byte, computed on rank 0 and known to every rank."""
         return world.bcast(lm.evaluate(params, mcfg, windows, predictor()) if lead else None)
 
+    replan = replans(method, cfg, args)
     if args.steps is None and args.budget_s > 0 and not args.resume:
         run["steps"], step_s, eval_s = plan_steps(method, params, state, stream, cfg, mcfg,
                                                   args.seed, on_world, evaluate, run,
                                                   args.budget_s, world)
         say(f"planned {run['steps']} steps for --budget_s {args.budget_s:g} (a step "
             f"{step_s:.3f} s, an eval {eval_s:.2f} s every {run['eval_every']} steps)"
-            + ("; the plan follows the run's pace, the done line gives the steps" if
-               replans(method, cfg, args) else
+            + ("; the plan follows the run's pace, the done line gives the steps" if replan else
                f"; rerun with --steps {run['steps']} to repeat this run"))
     steps = run["steps"]
     if hasattr(cfg, "horizon") and args.horizon is None:
@@ -577,8 +582,7 @@ def train(argv):
     start, best, elapsed_before = 0, math.inf, 0.0
     if args.resume:
         try:
-            check_resume(meta, expected, args.resume,
-                         getattr(method, "follows_horizon", lambda c: False)(cfg))
+            check_resume(meta, expected, args.resume, follows_horizon(method, cfg))
         except ValueError as e:
             fail(str(e))
         params, state = ckpt_params, shard(ckpt_state, method, world)   # same file for any K
@@ -605,7 +609,6 @@ def train(argv):
                      "elapsed_s": "0.0", "planned_steps": steps})
         say(f"step {0:5d}/{steps} | val {v0:.4f} (untrained)")
     t = start
-    replan = replans(method, cfg, args)
     # member-tokens/s counts training time only: the wall time of a log window minus its evals
     window_tokens, window_start, window_eval = 0, time.time(), 0.0
     try:
