@@ -22,9 +22,7 @@ GPU timings use CUDA events after a warm-up; CPU timings use perf_counter.
 """
 import os
 
-# The model's GEMMs are small and many: one BLAS thread per process was 2.5-4x faster than
-# OpenBLAS's default on our 2-core machine whenever anything else ran (61k vs 23k member-tok/s
-# for EGGROLL). Set before numpy loads; an explicit OPENBLAS_NUM_THREADS in the environment wins.
+# one BLAS thread per process, as in train.py (set before numpy loads; an explicit setting wins)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
@@ -42,6 +40,8 @@ import es_naive
 import int_rnn_lm as lm
 import mezo
 import train
+
+ONE = train.ONE_PROCESS
 
 
 def timer(xp, fn, repeat):
@@ -121,15 +121,6 @@ def population_inputs(mcfg, n_members, T, xp):
     return lm.init_params(mcfg, 0, xp), tokens
 
 
-def noise_bytes_per_member(mcfg, rank):
-    """Noise a member must hold (or regenerate): EGGROLL r (m + n) per matrix, naive ES m n."""
-    shapes = lm.param_shapes(mcfg).values()
-    vec = sum(2 * s[0] for s in shapes if len(s) == 1)
-    low = sum(rank * (s[0] + s[1]) for s in shapes if len(s) == 2) + vec
-    full = sum(s[0] * s[1] for s in shapes if len(s) == 2) + vec
-    return low, full
-
-
 def bench_population(xp, d_models, populations, T, repeat, naive_max):
     rows, rows_naive = [], []
     for D in d_models:
@@ -139,33 +130,34 @@ def bench_population(xp, d_models, populations, T, repeat, naive_max):
             chunk = min(N, 4096)
             cfg = eggroll.Config(population=N, group_size=2, time_chunk=min(T, 25),
                                  member_chunk=chunk)
-            state = eggroll.init(params, cfg, mcfg, 0)
+            state = eggroll.init(params, cfg, mcfg, 0, ONE)
             seqs = tokens[: eggroll.num_sequences(cfg)]
             hidden = lm.zero_hidden(mcfg, N, xp)
 
-            def inference():
+            def inference():   # the same forward path as the step's, without perturbations
                 for i in range(0, N, chunk):
-                    lm.sequence_logprob(params, mcfg, tokens[i: i + chunk], hidden[:, i: i + chunk],
-                                        None, cfg.time_chunk)
+                    lm.population_logprob(params, mcfg, tokens[i: i + chunk],
+                                          hidden[:, i: i + chunk], None, cfg.time_chunk)
 
             def egg():
-                eggroll.step(params, state, (seqs, False), 5, cfg, mcfg, 0)
+                eggroll.step(params, state, (seqs, False), 5, cfg, mcfg, 0, ONE)
             t_inf = timer(xp, inference, repeat)
             t_egg = timer(xp, egg, repeat)
             mtok = N * T
             rows.append([D, N, f"{mtok / t_inf / 1e6:.3f}", f"{mtok / t_egg / 1e6:.3f}",
                          f"{100 * t_inf / t_egg:.1f} %",
-                         f"{eggroll.step_peak_bytes(mcfg, cfg, T) / 2**30:.2f} GiB"])
+                         f"{step_peak_bytes(mcfg, cfg, T) / 2**30:.2f} GiB"])
             if N <= naive_max:
                 ncfg = es_naive.Config(population=N, group_size=2)
-                nstate = es_naive.init(params, ncfg, mcfg, 0)
+                nstate = es_naive.init(params, ncfg, mcfg, 0, ONE)
 
                 def naive():
-                    es_naive.step(params, nstate, (seqs, False), 5, ncfg, mcfg, 0)
+                    es_naive.step(params, nstate, (seqs, False), 5, ncfg, mcfg, 0, ONE)
                 t_naive = timer(xp, naive, max(1, repeat // 2))
-                low, full = noise_bytes_per_member(mcfg, cfg.rank)
+                mem = memory_per_member_bytes(mcfg, cfg.rank)
                 rows_naive.append([D, N, f"{mtok / t_egg / 1e6:.3f}", f"{mtok / t_naive / 1e6:.4f}",
-                                   f"{t_naive / t_egg:.1f}x", f"{low:,}", f"{full:,}"])
+                                   f"{t_naive / t_egg:.1f}x", f"{mem['eggroll']:,}",
+                                   f"{mem['es_naive']:,}"])
     table(f"2. EGGROLL step vs plain inference (L = 1, {T} tokens per member): "
           "M member-tokens/s",
           ["D", "population", "inference", "EGGROLL", "EGGROLL % of inference",
@@ -176,13 +168,69 @@ def bench_population(xp, d_models, populations, T, repeat, naive_max):
 
 
 # -----------------------------------------------------------------------------
+# memory by arithmetic: bounds that size member_chunk and time_chunk before a run (the README's
+# GPU sizes), each checked against NumPy's own allocations (tests/test_bench.py)
+
+
+def forward_peak_bytes(mcfg, n_tokens):
+    """An upper bound of the memory lm.sequence_logprob allocates for one time chunk of n_tokens
+    (rows x time_chunk) positions, with or without member perturbations.
+
+    Per position, the widest layer dominates: the MLP's 4D-wide int32 accumulator, its low-rank
+    correction (int32, or int64 when 4D > 1040) and their sums, with the block's input and norm
+    alive beside them: <= 96 D bytes; the head and the integer log-softmax over 256 logits add
+    <= 4 KiB. The CPU's float32/64 GEMM copies of the weights add <= 40 D^2 (cuBLAS int8 needs
+    none)."""
+    D = mcfg.d_model
+    return n_tokens * (96 * D + 4096) + 40 * D * D
+
+
+def step_peak_bytes(mcfg, cfg, seq_len):
+    """An upper bound of one EGGROLL step's memory: the pair noise as drawn (P pairs) and the
+    members' signed copies (all N members, one transient copy more), the carried states (old
+    and new), one member chunk's forward (forward_peak_bytes), one parameter's Z (int32 and
+    int64) with one GEMM chunk's (diag(F) A, B) operands, and for the sgd update the weight
+    fractions (int32, old and new) and its int64 temporaries (Z scale, acc, steps)."""
+    shapes = list(lm.param_shapes(mcfg).values())
+    factors = sum(cfg.rank * (s[0] + s[1]) for s in shapes if len(s) == 2)   # int8 per pair
+    vectors = sum(4 * s[0] for s in shapes if len(s) == 1)                 # int32 per pair
+    P, N = cfg.population // 2, cfg.population
+    noise = 2 * P * (factors + vectors) + 2 * N * (factors + vectors)
+    hidden = 2 * mcfg.n_layers * N * mcfg.d_model
+    forward = forward_peak_bytes(mcfg, (cfg.member_chunk or N) * min(cfg.time_chunk, seq_len))
+    sgd = cfg.update == "sgd"
+    gemm_pairs = min(P, lm.EXACT_I32_MAX_N // cfg.rank)
+    update = max((12 + 28 * sgd) * s[0] * s[1] + 2 * gemm_pairs * cfg.rank * (s[0] + s[1])
+                 for s in shapes if len(s) == 2)
+    fractions = 8 * lm.count_params(mcfg) * sgd
+    return noise + hidden + forward + update + fractions
+
+
+def memory_per_member_bytes(mcfg, rank=1):
+    """Perturbation bytes one member holds during the population forward.
+
+    naive ES: its own int8 copy of all d noise numbers, plus the float64 copy of one matrix's
+    noise that int_rnn_lm.Full.matmul_delta makes for the BLAS GEMV (transient).
+    EGGROLL: int8 factors A (m, r) and B (n, r) per matrix and a, b per vector entry (eggroll.py
+    multiplies a b into int32 per pair; the member needs only the two int8 factors).
+    D = 64, L = 1: naive ES 82,240 (+ 131,072 transient), EGGROLL 2,432 at rank 1 (34x less)."""
+    shapes = lm.param_shapes(mcfg).values()
+    matrices = [s for s in shapes if len(s) == 2]
+    vector_entries = sum(s[0] for s in shapes if len(s) == 1)
+    return {"es_naive": sum(math.prod(s) for s in shapes),                     # int8 noise
+            "es_naive_float64_transient": 8 * max(math.prod(s) for s in matrices),
+            "eggroll": sum(rank * (m + n) for m, n in matrices) + 2 * vector_entries}
+
+
+
+# -----------------------------------------------------------------------------
 # 4. scaling out: what travels between processes, and the step time at K = 1, 2
 
 SPLIT_METHODS = {"eggroll": eggroll, "es_naive": es_naive, "mezo": mezo}
 
 
 def bytes_received_per_step(name, cfg, mcfg):
-    """What one mpirun step sends to each rank (int_rnn_lm.OneProcess.allgather/allreduce_sum):
+    """What one mpirun step sends to each process (train.OneProcess.allgather/allreduce_sum):
     ES: N int64 fitness values; MeZO: n rows (pg, loss, rails) float64 plus the carried state's
     int32 sum (L, S, D)."""
     if name == "mezo":
@@ -190,7 +238,7 @@ def bytes_received_per_step(name, cfg, mcfg):
     return 8 * cfg.population
 
 
-def median_step(method, cfg, steps, warmup, world=lm.ONE_PROCESS):
+def median_step(method, cfg, steps, warmup, world=ONE):
     """Median seconds of one step of `method` at the CPU default run (model, windows) with
     config cfg, after `warmup` steps, and the member-tokens a step scores. Under mpirun every
     rank calls it; the ranks start each step together."""
@@ -198,8 +246,8 @@ def median_step(method, cfg, steps, warmup, world=lm.ONE_PROCESS):
     mcfg = lm.ModelConfig(run["d_model"], run["n_layers"])
     params = lm.init_params(mcfg, 0, np)
     state = method.init(params, cfg, mcfg, 0, world)
-    stream = lm.TrainStream(lm.split_train_val(lm.load_bytes(lm.DEFAULT_DATA))[0],
-                            method.num_sequences(cfg), run["seq_len"], np)
+    stream = train.TrainStream(train.split_train_val(train.load_bytes(train.DEFAULT_DATA))[0],
+                               method.num_sequences(cfg), run["seq_len"], np)
     times = []
     for t in range(steps + warmup):
         world.bcast(None)
@@ -226,7 +274,7 @@ def bench_scaling(steps):
     n_params = lm.count_params(gpu_mcfg)
     rows = []
     for name, method in SPLIT_METHODS.items():
-        gcfg = method.Config(**getattr(method, "GPU_DEFAULTS", {}))
+        gcfg = train.default_config(method, "cuda")
         sent = bytes_received_per_step(name, gcfg, gpu_mcfg)
         timed = []
         for k in (1, 2):
@@ -280,7 +328,7 @@ def main():
         return bench_scaling(max(args.repeat, 5))
     if args.only == "threads":
         return bench_threads(max(args.repeat, 5))
-    xp = lm.get_backend(args.device)
+    xp = train.get_backend(args.device)
     gpu = xp is not np
     print(f"device: {'cuda' if gpu else 'cpu'} ({xp.__name__})")
     if gpu and args.quick:

@@ -1,234 +1,109 @@
-r"""
-Forward-Forward: train every layer with its own local objective, no backward pass across layers.
+r"""Forward-Forward: every layer learns from its own objective; nothing flows back across layers.
 
 Paper: G. Hinton, "The Forward-Forward Algorithm: Some Preliminary Investigations",
 arXiv 2212.13345 (2022).
 
-Each layer sees positive data (an input with its true label written into it) and negative
-data (the same input with a wrong label). It is trained to make its "goodness", the sum of
-squared activities, high for positives and low for negatives. Between layers the activity
-vector is length-normalised, so only its direction is passed up: the next layer cannot read
-off the previous layer's goodness and has to find new features. The labels [FF-1]..[FF-10] are
-ours (the paper's own numbering was not re-checked); [FF-1] is the paper's p(positive):
+Each layer sees positive data (real) and negative data (fake) and learns to make its goodness,
+the sum of its squared activities, high for positives and low for negatives. Between layers the
+activity vector is length-normalised, so only its direction is passed up: the next layer cannot
+read off the previous layer's goodness and has to find new features. In the paper's terms (the
+labels mark the lines that implement them):
+    [Eq. 1]    p(positive | h) = sigma(g - theta),  g = sum_j h_j^2,  h = relu(x_hat W + b)
+    [loss]     L = softplus(theta - g) on positives + softplus(g - theta) on negatives
+    [norm]     x_hat = x / ||x||  (length normalisation, no mean subtraction)
+    [label]    supervised FF: the label is written into the input; a negative carries a wrong one
+    [scan]     predict(x) = argmax_k  sum_{layers l >= 2} g_l(x with label k)
+    [softmax]  predict(x) = argmax softmax(F R + r),  F = the normalised activities of layers
+               >= 2 for a neutral label (a linear classifier whose gradient never enters FF)
+    [teacher forcing]  sequences: a negative is the real prefix with the next symbol replaced
+               by the network's own (wrong) prediction
+Hand-derived gradient of [loss] for one layer (s = +1 positive, -1 negative, row weights w_i):
+    dL/dg = -s sigma(-s (g - theta)) w,   dL/da = dL/dg 2h,   dW = x_hat^T dL/da
+(ReLU mask implied: h = 0 where a <= 0); nothing flows to the layer below. dW is Hebbian on
+positives and anti-Hebbian on negatives, each gated by how wrong the layer currently is.
 
-    [FF-1]  p(positive | h) = sigma(g - theta),  g = sum_j h_j^2,  h = relu(x_hat W + b)
-    [FF-2]  L = softplus(theta - g) on positives  +  softplus(g - theta) on negatives
-    [FF-3]  x_hat = x / ||x||   (length normalisation; no mean subtraction)
-    [FF-4]  predict(x) = argmax_k  sum_{layers l >= 2} g_l(x with label k)     (goodness scan)
-    [FF-5]  predict(x) = argmax softmax(F R + r),  F = [x_hat_2 | x_hat_3 | ...] of a
-            neutral-label input                                               (softmax readout)
+On the integer LM (`python train.py --method forward_forward`; our adaptation): the model is
+int_rnn_lm's and its forward is unchanged, so every activity a learner reads is the integer
+model's. The local learners:
+    [GRU learner]  the GRU cell of block l: activity = its new state h_t; its input (the
+                   normalised output of the layer below) and its previous state are constants.
+                   Trains w_f, u_f, b_f, w_h, u_h, b_h.
+    [MLP learner]  the MLP of block l: activity = its output; its input is a constant.
+                   Trains mlp1, mlp2. Goodness of either: mean_j (a_j / 16)^2, then [loss].
+    [negatives]    [teacher forcing]: byte x_t of a real window is replaced by a wrong byte and
+                   every layer takes ONE integer step from the real states s_{t-1}. The wrong
+                   byte is a unigram draw (a byte of the same batch) or, on scan_positions
+                   positions per step after hard_after steps, a sample of the goodness
+                   predictor with x_t removed.
+    [masters]      each trained int8 tensor has a float32 master that Adam updates (one int8
+                   step = 1.0); the int8 LM is re-quantised from it after every step.
+    [readout]      [softmax] on the LM: a float softmax regression from the normalised
+                   activities of the embedding and of every block to the next byte.
+    [goodness predictor]  [scan] on the LM: G_t(c) = the goodness summed over every learner
+                   when byte c is fed at t from the real states; log p(c) = log softmax(beta G),
+                   beta fitted by one Adam step per training step (logged as beta).
+`--predictor readout|goodness` picks which one gives val bits/byte and samples. Not trained:
+`emb` (a lookup row has no context, so its goodness cannot tell a real byte from a wrong one),
+the norm gains ln1, ln2, and ln_out / head (the readout replaces the head).
 
-Hand-derived gradient of [FF-2] for one layer (s = +1 positive, -1 negative, row weights w_i,
-sum_i w_i = 1; the toy uses w_i = 1/N):
-    dL/dg = -s * sigma(-s (g - theta)) * w,   dL/da = dL/dg * 2h,   dW = x_hat^T dL/da
-(ReLU mask implied: h = 0 where a <= 0). Nothing flows to the layer below: its output is a
-constant input here. So dW is Hebbian on positives and anti-Hebbian on negatives, each gated by
-how wrong the layer currently is.
-
---- On the integer LM: `python train.py --method forward_forward` ---
-
-The model is int_rnn_lm's (embedding, L blocks of pre-norm minGRU cell + pre-norm MLP with
-saturating residuals, all integer) and its forward is unchanged: every activation a learner
-reads is the integer model's. The local learners, and what each one updates:
-  * the GRU cell of block l [FF-6]: activity = its new state h_t; its input n_t =
-    norm(y_{l-1,t}) (the layer below's output) and its previous state s_{t-1} are constants.
-    Updates w_f, u_f, b_f, w_h, u_h, b_h.
-  * the MLP of block l [FF-7]: activity = its output o_t; its input m_t = norm(y_{l-1,t} + h_t)
-    is a constant. Updates mlp1, mlp2.
-  * the readout [FF-10]: a float softmax regression from the normalised activities of the
-    embedding and of every block to the next byte. Updates its own R, r; it never reaches the
-    layers (no gradient, and the negatives do not use it).
-  * the goodness predictor [FF-11]: Hinton's own, the goodness scan over all 256 next bytes.
-    Updates one float, beta (its inverse temperature).
-  `--predictor readout|goodness` picks which one gives val bits/byte and samples (`predict`).
-  Not trained: `emb` (a lookup row has no context, so its goodness cannot tell a real byte from
-  a wrong one; it is the fixed input code, like the one-hot input of Hinton's sequence net),
-  the norm gains ln1, ln2, and ln_out / head (the readout replaces the LM's head; both stay as
-  initialised). With L = 1 that is one GRU cell, one MLP and the readout over [emb | block 1].
-
-    [FF-6]  GRU cell, the float surrogate of one step of lm.gru_scan (the same equations
-            without the floors), in int8 units; I(a) = clip(a, -127, 127), c = 16 isqrt(D):
-              f = I(I(n W_f^T / c) + b_f + I(s U_f^T / c)),   gate = f + 127 in [0, 254]
-              f' = I(gate s / 256),   h' = I(I(n W_h^T / c) + b_h + I(f' U_h^T / c))
-              h = I(s + gate (h' - s) / 256)
-    [FF-7]  MLP surrogate: z = I(m W_1^T / c),  o = I(z W_2^T / c4),  c4 = 16 isqrt(4 D)
-            goodness of either: g = mean_j (a_j / 16)^2 (real units, a = h or o), then [FF-2]
-    [FF-8]  negatives (Hinton's teacher forcing): the byte x_t of a real window is replaced
-            by a wrong byte x~_t and every layer runs ONE integer step from the real states
-            s_{t-1} (the real prefix); layer l's negative input is layer l-1's negative
-            output. x~_t is a unigram sample (the byte at a random position of the same
-            batch; weight 0 where it equals x_t) or, on scan_positions positions per step
-            after hard_after steps, the model's own wrong prediction: a sample of [FF-11]
-            with x_t removed.
-    [FF-9]  W_int8 = I8(round(W_master)): each trained int8 tensor has a float32 master copy
-            that Adam updates (units: one int8 step); the int8 LM is re-quantised after
-            every step and is the only thing the forward uses.
-    [FF-10] log p(x_{t+1} | x_<=t) = log softmax(F_t R + r),
-            F_t = [rms(emb_t) | rms(y_1,t) | ... | rms(y_L,t)],  rms(a) = a / sqrt(mean a^2)
-    [FF-11] the goodness scan [FF-4] as a predictor (the FF paper's sequence experiment):
-              G_t(c) = sum over every learner of its goodness g when byte c is fed at t from
-                       the real states (one integer step of every block, as [FF-8])
-              log p(x_t = c | x_<t) = log softmax_c(beta G_t(c)),   temperature = 1 / beta
-            G is exact (integer sums of squares, in units of 1 / (256 D)). beta starts at 0
-            (uniform: 8 bits/byte) and takes one Adam step (readout_lr) per training step on
-            this softmax's cross-entropy over scan_positions random positions of the batch:
-            dCE/dbeta = mean(E_p[G] - G_t(x_t)). The run logs it (column beta).
-
-Hand-derived gradients (row weight w, s = +-1, dg = dL/dg of [FF-2], M(.) = 1 where the clip
-of that quantity is not saturated, 0 where it is; D = width):
-    GRU:  dh = dg 2 h / (256 D) M(h);  dh' = dh gate / 256 M(h');  dW_h = (dh' M(nW_h))^T n / c
-          dU_h = (dh' M(f'U_h))^T f' / c;  df' = (dh' M(f'U_h)) U_h / c M(f');  db_h = sum dh'
-          dgate = dh (h' - s) / 256 + df' s / 256;  df = dgate M(f);  db_f = sum df
-          dW_f = (df M(nW_f))^T n / c;  dU_f = (df M(sU_f))^T s / c
-    MLP:  do = dg 2 o / (256 D) M(o);  dW_2 = do^T z / c4;  dz = do W_2 / c4 M(z)
-          dW_1 = dz^T m / c
-    readout: dL/d(F R + r) = (softmax - onehot) / N;  dR = F^T (.),  dr = sum (.)
-    beta:  dCE/dbeta = mean_t (sum_c p_t(c) G_t(c) - G_t(x_t))
-The gradient is the surrogate's, evaluated at the int8 weights and the integer activations
-and applied to the masters: straight-through for the floors and for [FF-9]. No gradient
-reaches another layer, the embedding or the state: n, s, m and F are constants.
-
-What this file simplifies or departs from:
-- toy task generated in code (10-class "noisy prototype digits", 64 features), not MNIST;
-- all layers take their local step on every minibatch (greedy only in that nothing flows
-  down); some re-implementations train one layer to convergence before the next;
-- [FF-3] rescales to RMS 1 (length sqrt(D)) instead of length 1, as loeweX's code does, so
-  that init scales do not depend on width; threshold theta = theta_per_unit * H (loeweX: H);
-- toy negatives use uniformly random wrong labels (no hard negatives, no hybrid images);
-- the loss is averaged over the rows (half of Hinton's per-pair sum); Adam is scale-free;
+Departures (each also marked at its line):
+- toy task generated in code (10-class "noisy prototype digits", 64 features), not MNIST; toy
+  negatives are uniformly random wrong labels;
+- all layers take their local step on every minibatch (greedy only in that nothing flows down);
+- [norm] rescales to RMS 1 (length sqrt(D)) instead of length 1, so that init scales do not
+  depend on width; threshold theta = theta_per_unit * H; the loss is a mean over rows;
 - no peer normalisation, no weight decay, no jittered data;
-- LM: the layers are the model's own saturating integer layers, not ReLU layers; goodness is
-  the mean square (the int8 range caps it); between layers the model's own L1 norm (DESIGN §1)
-  plays the part of [FF-3], but the residual stream also passes the input up unnormalised;
-- LM: the model's own negatives are a top-down signal (the scan sums every layer's goodness),
-  as in Hinton's teacher forcing; before hard_after steps a layer's updates depend on nothing
-  above it;
-- LM: only scan_positions positions of a step's S T get the model's own negative (a scan costs
-  256 one-step forwards per position); the rest are unigram draws.
+- LM: the layers are the model's saturating integer layers, not ReLU layers; goodness is the
+  mean square (the int8 range caps it); the model's own L1 norm plays the part of [norm], and
+  the residual stream also passes the input up unnormalised; the gradient is the float
+  surrogate's (straight-through for the floors and for [masters]);
+- LM: the goodness predictor sums every layer's goodness, a top-down signal for the negatives
+  it draws; before hard_after steps a layer's updates depend on nothing above it.
 
 The baseline for every readout-scored number, `--reservoir true`: the same readout trained on
-the same data, on the LM frozen at its init (no FF step; bit for bit the readout of `--lr 0`).
+the same data, on the LM frozen at its init (bit for bit the readout of `--lr 0`).
 
-Shapes: B = batch, D = input features (LM: d_model), H = layer width, C = classes, L = number of
-layers; LM: S = windows per step, T = bytes per window, N = S T positions, F = (L + 1) D,
-K = scan_positions.
-
-Measured results, against the reservoir, and what was tried: README "Results".
+Shapes: B = batch, D = input features (LM: d_model), H = layer width, C = classes; LM: S =
+windows per step, T = bytes per window, N = S T positions, F = (L + 1) D, K = scan_positions.
 
 $ python forward_forward.py                                  (toy demo, seconds)
 $ python train.py --method forward_forward                   (the integer LM, CPU default)
 $ python train.py --method forward_forward --reservoir true  (the baseline: readout only)
-$ python train.py --method forward_forward --predictor goodness --eval_every 600
-                                   (scored by [FF-11]: a 256-byte scan per val byte, ~30 s)
 """
 import math
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 import int_rnn_lm as lm
 
-try:  # optional GPU backend; every array function below is written against `xp`
-    import cupy
-except ImportError:
-    cupy = None
-
-
-@dataclass
-class ToyConfig:
-    seed: int = 0                      # the one seed every generator is derived from
-    hidden: tuple = (256, 256, 256)    # widths of the FF layers
-    theta_per_unit: float = 1.0        # threshold theta = theta_per_unit * H  [FF-1]
-    lr: float = 3e-3                   # Adam learning rate of the FF layers
-    readout_lr: float = 3e-3           # Adam learning rate of the softmax readout [FF-5]
-    adam_betas: tuple = (0.9, 0.999)   # Adam moment decay rates
-    adam_eps: float = 1e-8             # Adam denominator epsilon
-    norm_eps: float = 1e-8             # epsilon inside the normalisation [FF-3]
-    label_value: float = 1.0           # value written into the label slot of the input
-    batch_size: int = 100              # positives per minibatch (plus as many negatives)
-    epochs: int = 10                   # passes over the toy training set
-    # toy task ("noisy prototype digits")
-    n_classes: int = 10                # C; the first C features are a blank "border"
-    n_features: int = 64               # D = C border features + D - C binary "pixels"
-    n_modes: int = 3                   # prototypes ("writing styles") per class
-    flip_prob: float = 0.15            # probability that a pixel of the prototype is flipped
-    pixel_noise: float = 0.3           # std of the Gaussian noise added to every pixel
-    n_train: int = 5000                # training examples
-    n_test: int = 2000                 # test examples
-
-
-@dataclass
-class Config:
-    rows: int = 32            # S: windows per step (data rows; the state carries across steps)
-    lr: float = 0.25          # Adam step of the float master weights, in int8 units [FF-9]
-    readout_lr: float = 1e-2  # Adam learning rate of the softmax readout [FF-10]
-    theta: float = 4.0        # goodness threshold: mean squared activity in real units [FF-7]
-    scan_positions: int = 64  # positions a step scans over 256 bytes: fit beta, negatives [FF-11]
-    hard_after: int = 10      # steps with unigram negatives only (beta starts at 0: uniform)
-    predictor: str = "readout"  # what val bits/byte and samples use: readout or goodness [FF-11]
-    reservoir: bool = False   # baseline: train only the readout; the LM stays at its init
-
-
-# the GPU default run: many more windows per step (train.py: D = 256, L = 2)
-GPU_DEFAULTS = dict(rows=256)
-# CPU: a step is cheap (one scan, one batched negative step, small local updates), so the
-# 2-minute default run takes more, smaller steps than train.py's 120
-RUN_DEFAULTS = {"cpu": dict(steps=600, eval_every=100, log_every=20)}
-
-SCAN_CHUNK = 64  # positions per goodness scan call in predict (64 x 256 rows: fastest on CPU)
-GRU_NAMES = ("w_f", "u_f", "b_f", "w_h", "u_h", "b_h")   # the GRU cell's learner [FF-6]
-MLP_NAMES = ("mlp1", "mlp2")                              # the MLP's learner [FF-7]
-
-
-# --- core: local objective and hand-derived gradients ---
-
-def get_xp(x):
-    """numpy or cupy, whichever module owns array x."""
-    return cupy.get_array_module(x) if cupy is not None else np
+# host generators keyed by (seed, purpose, ...): the purposes
+INIT, TASK, SHUFFLE, TOY_NEGATIVES, LM_NEGATIVES, LM_SCAN = range(6)
 
 
 def make_rng(seed, *keys):
-    """A host generator that is a pure function of (seed, *keys); no global RNG state.
-    First key = purpose: 0 init, 1 task, 2 shuffling, 3 toy negatives, 4 LM negatives."""
+    """A host generator that is a pure function of (seed, purpose, ...); no global RNG state."""
     return np.random.default_rng([seed, *keys])
 
+# -----------------------------------------------------------------------------
+# the algorithm: one layer's local objective and its hand-derived gradient, layer by layer
 
 def rms_normalise(h, eps):
-    """[FF-3] keep the direction of each row, drop its length (scaled to RMS 1)."""
-    xp = get_xp(h)
+    """[norm] keep the direction of each row, drop its length (scaled to RMS 1)."""
+    xp = lm.backend_of(h)
     return h / xp.sqrt(xp.mean(h * h, axis=1, keepdims=True) + eps)  # (B, H)
 
 
 def sigmoid(z):
-    xp = get_xp(z)
+    xp = lm.backend_of(z)
     return 0.5 * (1.0 + xp.tanh(0.5 * z))  # overflow-free form of 1 / (1 + exp(-z))
 
 
-def init_adam(params):
-    xp = get_xp(params[next(iter(params))])
-    return {"m": {k: xp.zeros_like(v) for k, v in params.items()},
-            "v": {k: xp.zeros_like(v) for k, v in params.items()}}
-
-
-def adam_step(params, grads, state, step, lr, betas=(0.9, 0.999), eps=1e-8):
-    """In-place Adam update of one parameter dict (step counts from 1)."""
-    xp = get_xp(params[next(iter(params))])
-    b1, b2 = betas
-    for k, g in grads.items():
-        m, v = state["m"][k], state["v"][k]
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * g * g
-        m_hat = m / (1 - b1 ** step)
-        v_hat = v / (1 - b2 ** step)
-        params[k] -= lr * m_hat / (xp.sqrt(v_hat) + eps)
-
-
 def ff_objective(g, sign, weight, theta):
-    """[FF-2] with row weights: L = sum_i w_i softplus(-s_i (g_i - theta)) and dL/dg (N,)."""
-    xp = get_xp(g)
+    """[loss] with row weights: L = sum_i w_i softplus(-s_i (g_i - theta)) and dL/dg (N,)."""
+    xp = lm.backend_of(g)
     margin = -sign * (g - theta)                                  # (N,)
     loss = xp.sum(weight * xp.logaddexp(0.0, margin))             # softplus
     return loss, -sign * sigmoid(margin) * weight                 # (N,) dL/dg
@@ -236,8 +111,8 @@ def ff_objective(g, sign, weight, theta):
 
 def ff_layer_forward(layer, x, eps):
     """Normalise the (constant) input, then one ReLU layer. Returns x_hat and h."""
-    xp = get_xp(x)
-    x_hat = rms_normalise(x, eps)                                 # (B, D_in)  [FF-3]
+    xp = lm.backend_of(x)
+    x_hat = rms_normalise(x, eps)                                 # (B, D_in)  [norm]
     h = xp.maximum(x_hat @ layer["W"] + layer["b"], 0.0)          # (B, H)
     return x_hat, h
 
@@ -247,27 +122,73 @@ def ff_layer_loss_and_grads(layer, x, sign, theta, eps):
 
     x: (N, D_in) raw output of the layer below (or the input), a constant here.
     sign: (N,) +1 for positive rows, -1 for negative rows. Returns (loss, grads, h)."""
-    xp = get_xp(x)
+    xp = lm.backend_of(x)
     x_hat, h = ff_layer_forward(layer, x, eps)                    # (N, D_in), (N, H)
-    g = xp.sum(h * h, axis=1)                                     # (N,) goodness [FF-1]
+    g = xp.sum(h * h, axis=1)                                     # (N,) goodness [Eq. 1]
     weight = xp.full(len(x), 1.0 / len(x), dtype=x.dtype)         # (N,) a plain mean
-    loss, dg = ff_objective(g, sign, weight, theta)               # [FF-2]
+    loss, dg = ff_objective(g, sign, weight, theta)               # [loss]
     da = dg[:, None] * 2.0 * h                                    # (N, H) ReLU mask via h = 0
     grads = {"W": x_hat.T @ da,                                   # (D_in, H)
              "b": xp.sum(da, axis=0)}                             # (H,)
     return loss, grads, h
 
 
+def ff_layer_step(layer, opt, x, sign, step, cfg):
+    """One local Adam step of one layer. Returns its loss and its (pre-update) output h."""
+    theta = cfg.theta_per_unit * layer["W"].shape[1]
+    loss, grads, h = ff_layer_loss_and_grads(layer, x, sign, theta, cfg.norm_eps)
+    lm.adam_step(layer, grads, opt, step, cfg.lr, cfg.adam_betas, cfg.adam_eps)
+    return loss, h
+
+
+def ff_train_step(layers, opts, x_pos, x_neg, step, cfg):
+    """Every layer takes one local step; layer l+1 sees layer l's output as plain data.
+
+    All outputs are computed before their layer is updated, so the step of layer l
+    depends only on layers <= l and never on anything above it."""
+    xp = lm.backend_of(x_pos)
+    x = xp.concatenate([x_pos, x_neg])                            # (2B, D)
+    sign = xp.concatenate([xp.ones(len(x_pos)), -xp.ones(len(x_neg))]).astype(x.dtype)
+    losses = []
+    for layer, opt in zip(layers, opts):
+        loss, x = ff_layer_step(layer, opt, x, sign, step, cfg)   # x <- h: no gradient path
+        losses.append(float(loss))  # note: a CPU-GPU sync point on cupy
+    return losses
+
+
+def ff_forward(layers, x, eps):
+    """Activities h_l of every layer for input x (no learning)."""
+    hs = []
+    for layer in layers:
+        _, x = ff_layer_forward(layer, x, eps)                    # (B, H_l)
+        hs.append(x)
+    return hs
+
+
+def ff_goodness(layers, x, eps, skip_first=True):
+    """[scan] goodness summed over layers (skipping layer 1, which sees the label raw)."""
+    hs = ff_forward(layers, x, eps)
+    hs = hs[1:] if skip_first else hs
+    return sum((h * h).sum(axis=1) for h in hs)                  # (B,)
+
+
+def ff_features(layers, x, eps):
+    """[softmax] features for the softmax readout: normalised activities of layers >= 2."""
+    xp = lm.backend_of(x)
+    hs = ff_forward(layers, x, eps)[1:]
+    return xp.concatenate([rms_normalise(h, eps) for h in hs], axis=1)  # (B, sum H_l)
+
+
 def softmax(o):
-    xp = get_xp(o)
+    xp = lm.backend_of(o)
     e = xp.exp(o - o.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 
 
 def readout_loss_and_grads(readout, feats, y):
-    """[FF-5] / [FF-10] mean cross-entropy (nats) of a linear softmax on fixed features (plain
+    """[softmax] / [readout] mean cross-entropy (nats) of a linear softmax on fixed features (plain
     logistic regression: its gradient never enters the FF layers)."""
-    xp = get_xp(feats)
+    xp = lm.backend_of(feats)
     o = feats @ readout["R"] + readout["r"]                       # (B, C)
     lse = o.max(axis=1) + xp.log(xp.exp(o - o.max(axis=1, keepdims=True)).sum(axis=1))
     loss = xp.mean(lse - o[xp.arange(len(y)), y])
@@ -276,24 +197,43 @@ def readout_loss_and_grads(readout, feats, y):
     G /= len(y)                                                   # (B, C) dL/do = (Q - Y)/B
     return loss, {"R": feats.T @ G, "r": G.sum(axis=0)}          # (F, C), (C,)
 
+# -----------------------------------------------------------------------------
+# on the integer LM: the blocks' local learners, the negatives, the goodness predictor
 
-# --- the integer LM: local learners on the LM's own layers ---
+SCAN_CHUNK = 64  # positions per goodness scan call in predict (64 x 256 rows)
+GRU_NAMES = ("w_f", "u_f", "b_f", "w_h", "u_h", "b_h")   # the [GRU learner]'s tensors
+MLP_NAMES = ("mlp1", "mlp2")                              # the [MLP learner]'s tensors
+
 
 def clip_mask(a):
     """I(a) of the float surrogate and its derivative: clip to [-127, 127]; 1 strictly inside."""
-    xp = get_xp(a)
+    xp = lm.backend_of(a)
     return xp.clip(a, -127.0, 127.0), (a > -127.0) & (a < 127.0)
 
 
 def gru_ff_loss_and_grads(w, n, s, sign, weight, theta):
-    """Local FF loss of one GRU cell [FF-6, FF-7, FF-2] and its gradients w.r.t. that cell only.
+    """Local FF loss of one GRU cell [GRU learner, loss] and its gradients w.r.t. that cell only.
 
     w: float w_f, u_f, b_f, w_h, u_h, b_h in int8 units, (out, in) as stored. n (R, D) its
-    normalised input and s (R, D) its previous state: constants. Returns (loss, grads, h)."""
-    xp = get_xp(n)
+    normalised input and s (R, D) its previous state: constants. Returns (loss, grads, h).
+
+    The float surrogate of one step of lm.gru_scan (the same equations without the floors), in
+    int8 units; I(a) = clip(a, -127, 127), c = 16 isqrt(D):
+        f = I(I(n W_f^T / c) + b_f + I(s U_f^T / c)),   gate = f + 127 in [0, 254]
+        f' = I(gate s / 256),   h' = I(I(n W_h^T / c) + b_h + I(f' U_h^T / c))
+        h = I(s + gate (h' - s) / 256),   goodness g = mean_j (h_j / 16)^2
+    Hand-derived gradients (row weight w, s = +-1, dg = dL/dg of [loss], M(.) = 1 where the
+    clip of that quantity is not saturated, 0 where it is):
+        dh = dg 2 h / (256 D) M(h);  dh' = dh gate / 256 M(h');  dW_h = (dh' M(nW_h))^T n / c
+        dU_h = (dh' M(f'U_h))^T f' / c;  df' = (dh' M(f'U_h)) U_h / c M(f');  db_h = sum dh'
+        dgate = dh (h' - s) / 256 + df' s / 256;  df = dgate M(f);  db_f = sum df
+        dW_f = (df M(nW_f))^T n / c;  dU_f = (df M(sU_f))^T s / c
+    evaluated at the int8 weights and the integer activations (straight-through for the
+    floors); nothing reaches n or s."""
+    xp = lm.backend_of(n)
     D = n.shape[1]
     c = lm.matmul_divisor(D)
-    A_f, mA_f = clip_mask(n @ w["w_f"].T / c)                     # (R, D) [FF-6]
+    A_f, mA_f = clip_mask(n @ w["w_f"].T / c)                     # (R, D) [GRU learner]
     B_f, mB_f = clip_mask(s @ w["u_f"].T / c)                     # (R, D)
     f, m_f = clip_mask(A_f + w["b_f"] + B_f)                      # (R, D)
     gate = f + 127.0                                              # (R, D) in [0, 254]
@@ -302,8 +242,8 @@ def gru_ff_loss_and_grads(w, n, s, sign, weight, theta):
     B_h, mB_h = clip_mask(fh @ w["u_h"].T / c)                    # (R, D)
     hh, m_hh = clip_mask(A_h + w["b_h"] + B_h)                    # (R, D) h'
     h, m_h = clip_mask(s + gate * (hh - s) / 256.0)               # (R, D) new state
-    g = xp.sum(h * h, axis=1) / (256.0 * D)                       # (R,) mean (h/16)^2 [FF-7]
-    loss, dg = ff_objective(g, sign, weight, theta)               # [FF-2]
+    g = xp.sum(h * h, axis=1) / (256.0 * D)                       # (R,) mean (h/16)^2 [MLP learner]
+    loss, dg = ff_objective(g, sign, weight, theta)               # [loss]
     d_h = dg[:, None] * 2.0 * h / (256.0 * D) * m_h               # (R, D) dL/d(pre-clip h)
     d_hh = d_h * gate / 256.0 * m_hh                              # (R, D) dL/d(pre-clip h')
     d_Bh = d_hh * mB_h                                            # (R, D)
@@ -317,17 +257,20 @@ def gru_ff_loss_and_grads(w, n, s, sign, weight, theta):
 
 
 def mlp_ff_loss_and_grads(w, m, sign, weight, theta):
-    """Local FF loss of one MLP [FF-7, FF-2] and its gradients w.r.t. mlp1, mlp2 only.
+    """Local FF loss of one MLP [MLP learner, loss] and its gradients w.r.t. mlp1, mlp2 only.
 
     w: float mlp1 (4D, D), mlp2 (D, 4D) in int8 units; m (R, D) its normalised input, a
-    constant. Returns (loss, grads, o)."""
-    xp = get_xp(m)
+    constant. Returns (loss, grads, o).
+
+    Surrogate: z = I(m W_1^T / c), o = I(z W_2^T / c4), c4 = 16 isqrt(4 D), g = mean_j (o_j/16)^2;
+        do = dg 2 o / (256 D) M(o);  dW_2 = do^T z / c4;  dz = do W_2 / c4 M(z);  dW_1 = dz^T m / c"""
+    xp = lm.backend_of(m)
     D = m.shape[1]
     c, c4 = lm.matmul_divisor(D), lm.matmul_divisor(4 * D)
-    z, m_z = clip_mask(m @ w["mlp1"].T / c)                       # (R, 4D) [FF-7]
+    z, m_z = clip_mask(m @ w["mlp1"].T / c)                       # (R, 4D) [MLP learner]
     o, m_o = clip_mask(z @ w["mlp2"].T / c4)                      # (R, D)
     g = xp.sum(o * o, axis=1) / (256.0 * D)                       # (R,) mean (o / 16)^2
-    loss, dg = ff_objective(g, sign, weight, theta)               # [FF-2]
+    loss, dg = ff_objective(g, sign, weight, theta)               # [loss]
     d_o = dg[:, None] * 2.0 * o / (256.0 * D) * m_o               # (R, D)
     d_z = (d_o @ w["mlp2"]) / c4 * m_z                            # (R, 4D)
     return loss, {"mlp2": d_o.T @ z / c4, "mlp1": d_z.T @ m / c}, o
@@ -351,10 +294,10 @@ def block_states(params, p, y, s0):
 
 
 def candidate_goodness(params, mcfg, s_prev):
-    """[FF-11] the goodness scan [FF-4] on the LM: feed every byte c at each of P positions
+    """[goodness predictor] the goodness scan [scan] on the LM: feed every byte c at each of P positions
     from the real previous states s_prev (L, P, D), one integer step of every block, and sum
     the learners' goodness. Exact integers: G (P, 256) int64 in units of 1 / (256 D) (so that
-    G / (256 D) = sum over learners of mean_j (a_j / 16)^2, the [FF-7] goodness)."""
+    G / (256 D) = sum over learners of mean_j (a_j / 16)^2, the [MLP learner] goodness)."""
     xp = lm.backend_of(s_prev)
     L, P, D = s_prev.shape
     cand = xp.tile(xp.arange(lm.VOCAB, dtype=xp.uint8), P)       # (P 256,) c fastest
@@ -368,17 +311,17 @@ def candidate_goodness(params, mcfg, s_prev):
 
 
 def features(acts):
-    """[FF-10] F = [rms(emb) | rms(y_1) | ... | rms(y_L)]: (N, T, D) int activities ->
+    """[readout] F = [rms(emb) | rms(y_1) | ... | rms(y_L)]: (N, T, D) int activities ->
     (N T, (L + 1) D) float32."""
-    xp = get_xp(acts[0])
+    xp = lm.backend_of(acts[0])
     D = acts[0].shape[-1]
     return xp.concatenate([rms_normalise(a.reshape(-1, D).astype(xp.float32), 1e-8)
                            for a in acts], axis=1)
 
 
 def quantise(w):
-    """[FF-9] W_int8 = I8(round(W_master)): round half to even, saturate to [-127, 127]."""
-    return lm.sat8(get_xp(w).rint(w))
+    """[masters] W_int8 = I8(round(W_master)): round half to even, saturate to [-127, 127]."""
+    return lm.sat8(lm.backend_of(w).rint(w))
 
 
 def sample_wrong(P, real, u):
@@ -390,18 +333,18 @@ def sample_wrong(P, real, u):
 
 
 def draw_negatives(x, t, seed):
-    """[FF-8] unigram negatives for every position of the windows x (S, T): the byte at a random
+    """[negatives] unigram negatives for every position of the windows x (S, T): the byte at a random
     position of the same batch. Returns them (S, T) uint8 and weights (S, T): 0 where the draw
     hit the real byte."""
     xp = lm.backend_of(x)
     S, T = x.shape
-    pick = make_rng(seed, 4, t).integers(0, S * T, (S, T))
+    pick = make_rng(seed, LM_NEGATIVES, t).integers(0, S * T, (S, T))
     neg = x.reshape(-1)[xp.asarray(pick)]                         # (S, T) the batch's unigram
     return neg, (neg != x).astype(xp.float32)
 
 
 def goodness_log_softmax(G, beta):
-    """[FF-11] log p(c) = log softmax_c(beta G_c) in nats: G (P, 256) goodness of each byte."""
+    """[goodness predictor] log p(c) = log softmax_c(beta G_c) in nats: G (P, 256) goodness of each byte."""
     xp = lm.backend_of(G)
     a = beta * G.astype(xp.float64)                               # (P, 256)
     a -= a.max(axis=1, keepdims=True)
@@ -409,7 +352,7 @@ def goodness_log_softmax(G, beta):
 
 
 def goodness_ce_and_grad(G, real, beta):
-    """[FF-11] mean cross-entropy (nats) of the goodness predictor on the real bytes (P,), its
+    """[goodness predictor] mean cross-entropy (nats) of the goodness predictor on the real bytes (P,), its
     derivative d CE / d beta = mean(E_p[G] - G_real), and p (P, 256)."""
     xp = lm.backend_of(G)
     logp = goodness_log_softmax(G, beta)                          # (P, 256)
@@ -418,12 +361,12 @@ def goodness_ce_and_grad(G, real, beta):
 
 
 def goodness_scan_step(params, state, s_prev, x, t, cfg, mcfg, seed):
-    """[FF-11] scan scan_positions random positions of the batch (s_prev (L, N, D) the real
+    """[goodness predictor] scan scan_positions random positions of the batch (s_prev (L, N, D) the real
     previous states, x (N,) the real bytes): one Adam step on beta, and a negative for each
     drawn from the goodness predictor itself (Hinton's teacher forcing). Returns the positions
     (K,), their negatives (K,) and the predictor's bits/byte on them (before the step)."""
     xp = lm.backend_of(x)
-    rng = make_rng(seed, 5, t)
+    rng = make_rng(seed, LM_SCAN, t)
     K = min(cfg.scan_positions, len(x))
     idx = xp.asarray(rng.choice(len(x), K, replace=False))       # (K,)
     G = candidate_goodness(params, mcfg, s_prev[:, idx]) / (256.0 * mcfg.d_model)  # (K, 256)
@@ -432,13 +375,13 @@ def goodness_scan_step(params, state, s_prev, x, t, cfg, mcfg, seed):
     ce, grad, p = goodness_ce_and_grad(G, real, float(beta[0]))   # note: a CPU-GPU sync point
     moments = {"m": {"beta": state["adam_m.goodness.beta"]},
                "v": {"beta": state["adam_v.goodness.beta"]}}
-    adam_step({"beta": beta}, {"beta": grad.astype(xp.float32)}, moments, t + 1, cfg.readout_lr)
+    lm.adam_step({"beta": beta}, {"beta": grad.astype(xp.float32)}, moments, t + 1, cfg.readout_lr)
     neg = sample_wrong(p, real, xp.asarray(rng.random((len(idx), 1))))
     return idx, neg, float(ce) / math.log(2)
 
 
 def layer_step(params, state, l, rows, sign, weight, t, cfg):
-    """One local Adam step of block l's two learners (GRU cell, MLP) [FF-6, FF-7, FF-9].
+    """One local Adam step of block l's two learners (GRU cell, MLP) [GRU learner, MLP learner, masters].
 
     rows = (n, s, m): (R, D) float32 constants of positive and negative rows. Updates
     state["master.*"], its Adam moments and params (int8) of block l in place and touches
@@ -453,14 +396,32 @@ def layer_step(params, state, l, rows, sign, weight, t, cfg):
         master = {k: state["master." + name] for k, name in keys.items()}
         moments = {"m": {k: state["adam_m." + name] for k, name in keys.items()},
                    "v": {k: state["adam_v." + name] for k, name in keys.items()}}
-        adam_step(master, grads, moments, t + 1, cfg.lr)          # straight-through update
+        lm.adam_step(master, grads, moments, t + 1, cfg.lr)          # straight-through update
         for k, name in keys.items():
-            params[name] = quantise(master[k])                    # [FF-9]
+            params[name] = quantise(master[k])                    # [masters]
         losses.append(float(loss))  # note: a CPU-GPU sync point on cupy
     return losses
 
+# -----------------------------------------------------------------------------
+# the method interface train.py calls (README "The method interface")
 
-# --- the method interface train.py calls (README "The method interface") ---
+
+@dataclass
+class Config:
+    rows: int = 32            # S: windows per step (data rows; the state carries across steps)
+    lr: float = 0.25          # Adam step of the float master weights, in int8 units [masters]
+    readout_lr: float = 1e-2  # Adam learning rate of the softmax readout [readout]
+    theta: float = 4.0        # goodness threshold: mean squared activity in real units [MLP learner]
+    scan_positions: int = 64  # positions a step scans over 256 bytes: fit beta, negatives [goodness predictor]
+    hard_after: int = 10      # steps with unigram negatives only (beta starts at 0: uniform)
+    predictor: Literal["readout", "goodness"] = "readout"  # what val bits/byte and samples use
+    reservoir: bool = False   # baseline: train only the readout; the LM stays at its init
+
+
+# train.py's run on each device. CPU: a step is cheap (one scan, one batched negative step,
+# small local updates), so the 2-minute run takes many small steps. GPU: more windows per step.
+DEFAULTS = {"cpu": dict(steps=600, eval_every=100, log_every=20), "cuda": dict(rows=256)}
+
 
 def check_config(cfg):
     if cfg.rows < 1:
@@ -484,7 +445,7 @@ def num_sequences(cfg):
     return cfg.rows
 
 
-def init(params, cfg, mcfg, seed):
+def init(params, cfg, mcfg, seed, world):
     """State: the carried hidden state, a float32 master and Adam moments per trained int8
     tensor, the readout (zeros: 8 bits/byte) and its moments. Nothing random."""
     check_config(cfg)
@@ -509,9 +470,9 @@ def readout_view(state, prefix=""):
     return {k: state[prefix + "readout." + k] for k in ("R", "r")}
 
 
-def step(params, state, batch, t, cfg, mcfg, seed):
+def step(params, state, batch, t, cfg, mcfg, seed, world):
     """One FF step on windows batch = (tokens (S, T + 1), reset): the positive pass, the
-    readout's step, the negatives [FF-8], then each block's local step. Inputs untouched."""
+    readout's step, the negatives [negatives], then each block's local step. Inputs untouched."""
     tokens, reset = batch
     xp = lm.backend_of(tokens)
     S, T, D = tokens.shape[0], tokens.shape[1] - 1, mcfg.d_model
@@ -526,14 +487,14 @@ def step(params, state, batch, t, cfg, mcfg, seed):
         pos.append((n, s_prev, m))
         new_hidden.append(h[:, -1].astype(xp.int8))
     state["hidden"] = xp.stack(new_hidden)                        # (L, S, D) int8
-    # the readout: softmax regression on the normalised activities [FF-10]
+    # the readout: softmax regression on the normalised activities [readout]
     ce, grads = readout_loss_and_grads(readout_view(state), features(acts), y.reshape(-1))
     moments = {"m": readout_view(state, "adam_m."), "v": readout_view(state, "adam_v.")}
-    adam_step(readout_view(state), grads, moments, t + 1, cfg.readout_lr)
+    lm.adam_step(readout_view(state), grads, moments, t + 1, cfg.readout_lr)
     stats = {"loss": float(ce) / math.log(2), "member_tokens": S * T}  # readout bits/byte
     if cfg.reservoir:  # the baseline: only the readout learns, the LM stays at its init
         return params, state, stats
-    # negatives: unigram draws [FF-8], then the goodness predictor's own [FF-11]
+    # negatives: unigram draws [negatives], then the goodness predictor's own [goodness predictor]
     neg, neg_weight = draw_negatives(x, t, seed)
     s_prev_all = xp.stack([s_prev.reshape(S * T, D) for _, s_prev, _ in pos])  # (L, N, D)
     idx, neg_g, stats["goodness_bpb"] = goodness_scan_step(params, state, s_prev_all,
@@ -561,8 +522,8 @@ def step(params, state, batch, t, cfg, mcfg, seed):
 
 
 def predict(params, state, mcfg):
-    """What val bits/byte and samples use: log2 p (N, T, 256) float64 of the readout [FF-10]
-    or, if state["goodness.on"], of the goodness predictor [FF-11] (predict gets no cfg)."""
+    """What val bits/byte and samples use: log2 p (N, T, 256) float64 of the readout [readout]
+    or, if state["goodness.on"], of the goodness predictor [goodness predictor] (predict gets no cfg)."""
     readout, beta = readout_view(state), float(state["goodness.beta"][0])
 
     def readout_fn(tokens, hidden):
@@ -589,12 +550,36 @@ def predict(params, state, mcfg):
 
     return goodness_fn if bool(state["goodness.on"]) else readout_fn
 
+# -----------------------------------------------------------------------------
+# the toy demo: FF on a small classification task, `python forward_forward.py`
 
-# --- toy classification task ---
+
+@dataclass
+class ToyConfig:
+    seed: int = 0                      # the one seed every generator is derived from
+    hidden: tuple = (256, 256, 256)    # widths of the FF layers
+    theta_per_unit: float = 1.0        # threshold theta = theta_per_unit * H  [Eq. 1]
+    lr: float = 3e-3                   # Adam learning rate of the FF layers
+    readout_lr: float = 3e-3           # Adam learning rate of the softmax readout [softmax]
+    adam_betas: tuple = (0.9, 0.999)   # Adam moment decay rates
+    adam_eps: float = 1e-8             # Adam denominator epsilon
+    norm_eps: float = 1e-8             # epsilon inside the normalisation [norm]
+    label_value: float = 1.0           # value written into the label slot of the input
+    batch_size: int = 100              # positives per minibatch (plus as many negatives)
+    epochs: int = 10                   # passes over the toy training set
+    # toy task ("noisy prototype digits")
+    n_classes: int = 10                # C; the first C features are a blank "border"
+    n_features: int = 64               # D = C border features + D - C binary "pixels"
+    n_modes: int = 3                   # prototypes ("writing styles") per class
+    flip_prob: float = 0.15            # probability that a pixel of the prototype is flipped
+    pixel_noise: float = 0.3           # std of the Gaussian noise added to every pixel
+    n_train: int = 5000                # training examples
+    n_test: int = 2000                 # test examples
+
 
 def init_layers(cfg, d_in, xp):
     """He-initialised ReLU layers; drawn on the host so both backends start identical."""
-    rng = make_rng(cfg.seed, 0)
+    rng = make_rng(cfg.seed, INIT)
     layers, fan_in = [], d_in
     for width in cfg.hidden:
         W = rng.standard_normal((fan_in, width)) * np.sqrt(2.0 / fan_in)
@@ -604,59 +589,13 @@ def init_layers(cfg, d_in, xp):
     return layers
 
 
-def ff_layer_step(layer, opt, x, sign, step, cfg):
-    """One local Adam step of one layer. Returns its loss and its (pre-update) output h."""
-    theta = cfg.theta_per_unit * layer["W"].shape[1]
-    loss, grads, h = ff_layer_loss_and_grads(layer, x, sign, theta, cfg.norm_eps)
-    adam_step(layer, grads, opt, step, cfg.lr, cfg.adam_betas, cfg.adam_eps)
-    return loss, h
-
-
-def ff_train_step(layers, opts, x_pos, x_neg, step, cfg):
-    """Every layer takes one local step; layer l+1 sees layer l's output as plain data.
-
-    All outputs are computed before their layer is updated, so the step of layer l
-    depends only on layers <= l and never on anything above it."""
-    xp = get_xp(x_pos)
-    x = xp.concatenate([x_pos, x_neg])                            # (2B, D)
-    sign = xp.concatenate([xp.ones(len(x_pos)), -xp.ones(len(x_neg))]).astype(x.dtype)
-    losses = []
-    for layer, opt in zip(layers, opts):
-        loss, x = ff_layer_step(layer, opt, x, sign, step, cfg)   # x <- h: no gradient path
-        losses.append(float(loss))  # note: a CPU-GPU sync point on cupy
-    return losses
-
-
-def ff_forward(layers, x, eps):
-    """Activities h_l of every layer for input x (no learning)."""
-    hs = []
-    for layer in layers:
-        _, x = ff_layer_forward(layer, x, eps)                    # (B, H_l)
-        hs.append(x)
-    return hs
-
-
-def ff_goodness(layers, x, eps, skip_first=True):
-    """[FF-4] goodness summed over layers (skipping layer 1, which sees the label raw)."""
-    hs = ff_forward(layers, x, eps)
-    hs = hs[1:] if skip_first else hs
-    return sum((h * h).sum(axis=1) for h in hs)                  # (B,)
-
-
-def ff_features(layers, x, eps):
-    """[FF-5] features for the softmax readout: normalised activities of layers >= 2."""
-    xp = get_xp(x)
-    hs = ff_forward(layers, x, eps)[1:]
-    return xp.concatenate([rms_normalise(h, eps) for h in hs], axis=1)  # (B, sum H_l)
-
-
 def make_toy_task(cfg, split):
     """"Noisy prototype digits": each class has n_modes random binary pixel patterns; an
     example is one of them with flipped pixels and Gaussian noise. The first C features are
     a blank border (always 0) that FF overwrites with the label. split: 0 train, 1 test."""
     C, P = cfg.n_classes, cfg.n_features - cfg.n_classes
-    protos = make_rng(cfg.seed, 1).random((C, cfg.n_modes, P)) < 0.5  # (C, M, P) shared
-    rng = make_rng(cfg.seed, 1, split)
+    protos = make_rng(cfg.seed, TASK).random((C, cfg.n_modes, P)) < 0.5  # (C, M, P) shared
+    rng = make_rng(cfg.seed, TASK, split)
     n = cfg.n_train if split == 0 else cfg.n_test
     y = rng.integers(0, C, n)                                     # (n,)
     mode = rng.integers(0, cfg.n_modes, n)                        # (n,)
@@ -668,8 +607,8 @@ def make_toy_task(cfg, split):
 
 def embed_label(x, labels, cfg):
     """Hinton's label-in-input: overwrite the first C features with a one-hot label.
-    labels=None writes the neutral label 1/C in every slot (for the readout [FF-5])."""
-    xp = get_xp(x)
+    labels=None writes the neutral label 1/C in every slot (for the readout [softmax])."""
+    xp = lm.backend_of(x)
     x = x.copy()                                                  # (B, D)
     C = cfg.n_classes
     if labels is None:
@@ -681,8 +620,8 @@ def embed_label(x, labels, cfg):
 
 
 def predict_scan(layers, x, cfg):
-    """[FF-4] try every label, pick the one with the largest goodness (layers >= 2)."""
-    xp = get_xp(x)
+    """[scan] try every label, pick the one with the largest goodness (layers >= 2)."""
+    xp = lm.backend_of(x)
     C, B = cfg.n_classes, len(x)
     cand = xp.concatenate([embed_label(x, xp.full(B, k), cfg) for k in range(C)])  # (C*B, D)
     g = ff_goodness(layers, cand, cfg.norm_eps).reshape(C, B)    # (C, B)
@@ -690,7 +629,7 @@ def predict_scan(layers, x, cfg):
 
 
 def predict_readout(layers, readout, x, cfg):
-    """[FF-5] one pass with the neutral label, then the linear softmax."""
+    """[softmax] one pass with the neutral label, then the linear softmax."""
     feats = ff_features(layers, embed_label(x, None, cfg), cfg.norm_eps)
     return (feats @ readout["R"] + readout["r"]).argmax(axis=1)  # (B,)
 
@@ -699,26 +638,26 @@ def train_toy(cfg, xp=np):
     """Train the FF layers and the readout on the toy task; return them and test accuracies."""
     x_tr, y_tr = (xp.asarray(a) for a in make_toy_task(cfg, 0))
     layers = init_layers(cfg, cfg.n_features, xp)
-    opts = [init_adam(layer) for layer in layers]
+    opts = [lm.adam_moments(layer) for layer in layers]
     n_feat = sum(cfg.hidden[1:])
     readout = {"R": xp.zeros((n_feat, cfg.n_classes), dtype=xp.float32),  # zero init (loeweX)
                "r": xp.zeros(cfg.n_classes, dtype=xp.float32)}
-    readout_opt = init_adam(readout)
+    readout_opt = lm.adam_moments(readout)
     step = 0
     for epoch in range(cfg.epochs):
-        perm = make_rng(cfg.seed, 2, epoch).permutation(cfg.n_train)
+        perm = make_rng(cfg.seed, SHUFFLE, epoch).permutation(cfg.n_train)
         history = []
         for i in range(0, cfg.n_train - cfg.batch_size + 1, cfg.batch_size):
             step += 1
             idx = xp.asarray(perm[i:i + cfg.batch_size])
             x, y = x_tr[idx], y_tr[idx]                           # (B, D), (B,)
-            shift = make_rng(cfg.seed, 3, step).integers(1, cfg.n_classes, len(y))
+            shift = make_rng(cfg.seed, TOY_NEGATIVES, step).integers(1, cfg.n_classes, len(y))
             y_neg = (y + xp.asarray(shift)) % cfg.n_classes       # uniformly random wrong label
             losses = ff_train_step(layers, opts, embed_label(x, y, cfg),
                                    embed_label(x, y_neg, cfg), step, cfg)
             feats = ff_features(layers, embed_label(x, None, cfg), cfg.norm_eps)  # (B, F)
             ce, grads = readout_loss_and_grads(readout, feats, y)
-            adam_step(readout, grads, readout_opt, step, cfg.readout_lr, cfg.adam_betas,
+            lm.adam_step(readout, grads, readout_opt, step, cfg.readout_lr, cfg.adam_betas,
                       cfg.adam_eps)
             history.append(losses + [float(ce)])
         *layer_losses, ce = np.mean(history, axis=0)             # epoch means
@@ -728,14 +667,12 @@ def train_toy(cfg, xp=np):
 
 
 def evaluate(layers, readout, cfg, xp=np):
-    """Test accuracy of the goodness scan [FF-4] and the softmax readout [FF-5]."""
+    """Test accuracy of the goodness scan [scan] and the softmax readout [softmax]."""
     x_te, y_te = (xp.asarray(a) for a in make_toy_task(cfg, 1))
     acc_scan = float((predict_scan(layers, x_te, cfg) == y_te).mean())
     acc_readout = float((predict_readout(layers, readout, x_te, cfg) == y_te).mean())
     return acc_scan, acc_readout
 
-
-# --- demo ---
 
 if __name__ == "__main__":
     cfg = ToyConfig()

@@ -5,7 +5,7 @@ Strategies at the Hyperscale" (EGGROLL, arXiv 2511.16652, App. G-H): a byte-leve
 RNN with int8 weights, int32 accumulation and *no activation functions* -- all nonlinearity
 comes from saturating int8 arithmetic. Nothing in the forward pass is a float.
 
-Number format (DESIGN §1):
+Number format:
     int8 values live in [-127, 127]; -128 is never produced. Every narrowing cast saturates.
     Activations are "q4" fixed point: value = int / 16 (4 fraction bits).
     A product of two q4 numbers is q8 (value = int / 256) and is accumulated in int32.
@@ -37,38 +37,28 @@ Departures from the paper's reference code (nano-egg run.py), each marked at its
     inverse-normal table instead of a 2^30-entry table of pre-drawn normals;
   * noise values are rounded, not truncated, to int8.
 
-Run `python int_rnn_lm.py` to print the model table, the n-gram baselines and a sample from an
-untrained model.
+Reading order: number format, parameters, the two integer matmuls, the layers, the forward,
+the log-likelihood, the perturbation hooks, the noise, evaluation and sampling. The end of the
+file holds what only speed needs (the CPU's row pieces and threads) and the model table.
+
+Run `python int_rnn_lm.py` to print the model table and a sample from an untrained model.
 """
 import concurrent.futures
-import json
 import math
-import os
 import statistics
 from dataclasses import dataclass, asdict
 
 import numpy as np
 
 # -----------------------------------------------------------------------------
-# backend: numpy on CPU, cupy on GPU, picked once
-
-def gpu_usable():
-    """True when cupy imports, sees a GPU and can run a tiny kernel there."""
-    try:
-        import cupy
-        return bool(cupy.cuda.is_available()) and int(cupy.arange(3).sum()) == 3
-    except Exception:  # no cupy, no driver, no device: all mean "CPU only"
-        return False
+# one code path for NumPy (CPU) and CuPy (GPU): `xp` is whichever module owns the arrays
 
 
-def get_backend(device="auto"):
-    """Return the array module for --device auto|cpu|cuda (DESIGN §2)."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
-    if device == "cpu" or (device == "auto" and not gpu_usable()):
+def backend_of(a):
+    """The array module (numpy or cupy) that owns array `a`; cupy is imported only for its
+    arrays, so it never needs to be installed on a CPU machine."""
+    if isinstance(a, (np.ndarray, np.generic)):
         return np
-    if not gpu_usable():
-        raise ValueError("--device cuda: no usable GPU (is cupy-cuda12x/13x installed?)")
     import cupy
     return cupy
 
@@ -77,56 +67,12 @@ def to_numpy(a):
     """Copy to host. Only at I/O boundaries (logging, plots, checkpoints)."""
     return a.get() if hasattr(a, "get") else np.asarray(a)
 
-
-def backend_of(a):
-    """The array module that owns `a`."""
-    if isinstance(a, np.ndarray):
-        return np
-    import cupy
-    return cupy
-
 # -----------------------------------------------------------------------------
-# processes: who evaluates which members. One process does everything; under `mpirun -n K`
-# train.py hands the methods an MPIWorld with the same members (README "Scaling out")
-
-
-class OneProcess:
-    """The population's workers when there is one. Rank r of K evaluates share(n) of the n
-    members (or directions) and allgather joins every rank's piece in rank order: the only
-    exchange an evolution strategy needs (Salimans et al. 2017, Alg. 2)."""
-    rank, size = 0, 1
-    local_rank, local_size = 0, 1          # this process's place among the ranks on its node
-
-    def share(self, n):
-        """This rank's contiguous slice of n items; n is a multiple of size (checked before)."""
-        k = n // self.size
-        return slice(self.rank * k, (self.rank + 1) * k)
-
-    def allgather(self, x):
-        """(k, ...) on every rank -> (K k, ...), rank 0's rows first."""
-        return x
-
-    def allreduce_sum(self, x):
-        """The elementwise sum over ranks (exact for integer arrays)."""
-        return x
-
-    def bcast(self, value):
-        """Rank 0's value on every rank."""
-        return value
-
-    def gather_rows(self, x, axis):
-        """Rank 0 gets the ranks' pieces joined along `axis` (other ranks: None)."""
-        return x
-
-
-ONE_PROCESS = OneProcess()
-
-# -----------------------------------------------------------------------------
-# model configuration and parameters
+# number format and parameters
 
 VOCAB = 256          # bytes
-FRAC_BITS = 4        # q4 fixed point: value = int / 16
-Q_ONE = 1 << FRAC_BITS
+Q_BITS = 4           # q4 fixed point: value = int / 2^Q_BITS
+Q_ONE = 1 << Q_BITS  # 1.0 in q4
 
 
 @dataclass
@@ -164,7 +110,7 @@ def init_params(cfg, seed, xp=np):
     params = {}
     for pid, (name, shape) in enumerate(param_shapes(cfg).items()):
         if len(shape) == 2:
-            rng = np.random.default_rng([seed, 0x1417, pid])
+            rng = np.random.default_rng([seed, INIT_STREAM, pid])
             w = np.rint(Q_ONE * rng.standard_normal(shape))            # q4, N(0, 1) * 16
             params[name] = xp.asarray(np.clip(w, -127, 127).astype(np.int8))
         elif name.split(".")[-1].startswith("ln"):
@@ -172,6 +118,9 @@ def init_params(cfg, seed, xp=np):
         else:
             params[name] = xp.zeros(shape, dtype=xp.int8)                # biases start at 0
     return params
+
+
+INIT_STREAM = 0x1417   # the generator key's purpose tag for init_params
 
 
 def count_params(cfg):
@@ -287,6 +236,187 @@ def _cublas_int8_tn(x, w):
     return c
 
 # -----------------------------------------------------------------------------
+# the layers. Computed layer by layer over the whole window: each layer's input projections,
+# MLP and the head are one big matmul over all (N, T) positions; only the recurrence (s @ U_f,
+# f' @ U_h and the gating) runs in the time loop. Same integers as byte-by-byte order.
+# `perturb` maps a parameter name to member i's noise (a LowRank or Full, below), or is None.
+
+
+def vector_param(params, name, perturb):
+    """A vector parameter in int32 lanes, perturbed per member if asked: (d,) or (N, 1, d)."""
+    v = wide(params[name])
+    p = perturb.get(name) if perturb else None
+    if p is None:
+        return v
+    return clip8(v + p.vector_delta())[:, None, :]                      # I8(w + E_i >> shift)
+
+
+def linear(params, name, x, perturb):
+    """The scaled matmul I8(x @ W^T / (16 isqrt n)), member-perturbed. x (N, T, n) -> (N, T, m),
+    int8 values in int32 lanes, q4."""
+    xp = backend_of(x)
+    w = params[name]
+    acc = int_matmul(x, w)                                      # (N, T, m) int32, q8
+    p = perturb.get(name) if perturb else None
+    if p is not None:
+        delta = p.matmul_delta(x)               # q8 E_i term; int64 only if int32 could wrap
+        acc = xp.add(acc, delta, out=acc) if delta.dtype == acc.dtype else acc + delta
+    div_floor(acc, matmul_divisor(w.shape[1]), out=acc)         # q8 / (16 isqrt n) -> q4
+    xp.clip(acc, -127, 127, out=acc)                            # I8, in place: acc is ours
+    return acc.astype(xp.int32, copy=False)
+
+
+def embed(params, tokens, perturb):
+    """Row lookup emb[t] (App. G.6), perturbed: I8(emb[t] + E_i[t] >> shift). (N, T) -> (N, T, D)."""
+    xp = backend_of(tokens)
+    rows = wide(params["emb"][tokens.astype(xp.int64)])        # (N, T, D) q4
+    p = perturb.get("emb") if perturb else None
+    if p is None:
+        return rows
+    return clip8(rows + p.row_delta(tokens)).astype(xp.int32)
+
+
+def int_norm(u, w):
+    """L1 'layernorm' (App. G.5): I8(u * w / max(1, I8(mean |u|))). u (..., D), w broadcast."""
+    xp = backend_of(u)
+    mean_abs = xp.abs(u).sum(axis=-1, keepdims=True) // u.shape[-1]   # (..., 1) q4, >= 0
+    # departure: the reference code divides by 0 when sum|u| < D; the divisor is guarded >= 1
+    mean_abs = xp.clip(mean_abs, 1, 127)                              # I8 and >= 1
+    # floor(u w / mean_abs) in float32 (faster than integer division) and exact: |u w| <=
+    # 127^2 < 2^24 and the divisor d is in [1, 127], so a non-integer quotient lies >= 1/d from
+    # an integer while float32 division errs by <= 127 * 2^-24 < 1/127; an integer one is exact
+    q = xp.floor((u * w).astype(xp.float32) / mean_abs.astype(xp.float32))
+    return clip8(q.astype(xp.int32))                                  # q4 * q4 / q4 -> q4
+
+
+def gru_scan(params, p, u, s, perturb):
+    """minGRU without activations (App. G.7) over a window. u (N, T, D) q4, s (N, D) int8
+    state -> (h (N, T, D) per-step outputs = states, final state (N, D) int8)."""
+    xp = backend_of(u)
+    wf_u = linear(params, p + "w_f", u, perturb) + vector_param(params, p + "b_f", perturb)
+    wh_u = linear(params, p + "w_h", u, perturb) + vector_param(params, p + "b_h", perturb)
+    s = wide(s)[:, None, :]                                               # (N, 1, D) q4
+    outs = []
+    for t in range(u.shape[1]):
+        f = clip8(wf_u[:, t: t + 1] + linear(params, p + "u_f", s, perturb))   # I8(uW_f+sU_f+b_f)
+        gate = f + 127                                   # [0, 254]: a gate of gate/256 in [0, 1)
+        f_hat = clip8((gate * s) >> 8)                   # q4: (f + 127) * s / 256
+        h_hat = clip8(wh_u[:, t: t + 1] + linear(params, p + "u_h", f_hat, perturb))
+        delta = (gate * (h_hat - s)) >> 8                # int32 in [-250, 250]
+        # departure: the reference code casts delta to int8 (wrap-around) and adds in int8;
+        # here s + delta is formed in int32 and saturated once
+        s = clip8(s + delta)
+        outs.append(s)
+    return xp.concatenate(outs, axis=1), s[:, 0].astype(xp.int8)
+
+
+def mlp(params, p, u, perturb):
+    """(u @ mlp1) @ mlp2: D -> 4D -> D, no bias, no activation (App. G.8)."""
+    return linear(params, p + "mlp2", linear(params, p + "mlp1", u, perturb), perturb)
+
+
+def block(params, p, y, s, perturb):
+    """Pre-norm GRU then pre-norm MLP, each with a saturating residual (App. G.8).
+    y (N, T, D) q4, s (N, D) int8 -> (y (N, T, D), new state (N, D) int8)."""
+    h, s = gru_scan(params, p, int_norm(y, vector_param(params, p + "ln1", perturb)), s, perturb)
+    y = clip8(y + h)
+    y = clip8(y + mlp(params, p, int_norm(y, vector_param(params, p + "ln2", perturb)), perturb))
+    return y, s
+
+# -----------------------------------------------------------------------------
+# the forward pass
+
+
+def forward(params, cfg, tokens, hidden, perturb=None, return_activations=False):
+    """tokens (N, T) bytes, hidden (L, N, D) int8 -> logits (N, T, 256) int8 in 1/16-bit units,
+    final hidden (L, N, D) int8. Row i uses member i's perturbation (None: plain inference).
+    return_activations: also return [embedding, block 1 output, ..., block L output], each
+    (N, T, D) q4 in int32 lanes (the local-learning methods read these)."""
+    xp = backend_of(tokens)
+    y = embed(params, tokens, perturb)                                   # (N, T, D) q4
+    acts, new_hidden = [y], []
+    for i in range(cfg.n_layers):
+        y, s = block(params, f"l{i}.", y, hidden[i], perturb)
+        acts.append(y)
+        new_hidden.append(s)
+    y = int_norm(y, vector_param(params, "ln_out", perturb))
+    logits = linear(params, "head", y, perturb).astype(xp.int8)          # (N, T, 256)
+    if return_activations:
+        return logits, xp.stack(new_hidden), acts
+    return logits, xp.stack(new_hidden)
+
+# -----------------------------------------------------------------------------
+# log-likelihood: integer fitness for training, float64 bits/byte for reporting
+
+LOGP_UNIT = 256  # the integer log-likelihood is in 1/256-bit units
+EXP2_BITS = 20   # EXP2[d] = 2^(d/16) in q20 fixed point
+# EXP2[k] = round(2^((k - 254)/16) * 2^20) for k = logit - max_logit + 254 in [0, 254]
+EXP2_TABLE = np.rint(2.0 ** ((np.arange(255) - 254) / 16.0 + EXP2_BITS)).astype(np.int32)
+# LOG2_MANT[j] = round(256 log2(1 + j/4096)): log2 of a 13-bit mantissa in [4096, 8191]
+LOG2_MANT_TABLE = np.rint(LOGP_UNIT * np.log2(1 + np.arange(4096) / 4096)).astype(np.int32)
+
+
+def token_logprob(logits, targets):
+    """Integer log2 p(target) per position, in 1/256-bit units (<= 0).
+
+    logits (..., 256) int8 in 1/16-bit units, targets (...) bytes -> (...) int32.
+    log2 p(t) = (y_t - y_max)/16 - log2(S / 2^20), S = sum_j EXP2[y_j - y_max] in [2^20, 2^28]."""
+    xp = backend_of(logits)
+    y = wide(logits)
+    y_max = y.max(axis=-1, keepdims=True)
+    idx = xp.subtract(y, y_max - 254, out=y)                            # y - y_max + 254 in [0, 254]
+    s = xp.take(_table(xp, EXP2_TABLE), idx).sum(axis=-1, dtype=xp.int32)  # q20, <= 2^28
+    e = EXP2_BITS + sum((s >= (1 << k)).astype(xp.int32) for k in range(21, 29))  # floor(log2 s)
+    mant = s >> (e - 12)                                                # [4096, 8191]
+    log2_s = LOGP_UNIT * (e - EXP2_BITS) + xp.take(_table(xp, LOG2_MANT_TABLE), mant - 4096)
+    idx_t = xp.take_along_axis(idx, targets.astype(xp.int64)[..., None], axis=-1)[..., 0]
+    return 16 * (idx_t - 254) - log2_s                                  # 16 * q4 = 1/256 bit
+
+
+_DEVICE_TABLES = {}
+
+
+def _table(xp, table):
+    """A lookup table on the backend; copied to the GPU once, never per call."""
+    if xp is np:
+        return table
+    key = (id(table), xp.cuda.Device().id)
+    if key not in _DEVICE_TABLES:
+        _DEVICE_TABLES[key] = xp.asarray(table)
+    return _DEVICE_TABLES[key]
+
+
+def sequence_logprob(params, cfg, tokens, hidden, perturb=None, time_chunk=32):
+    """Integer fitness: sum over the window of log2 p(next byte), in 1/256-bit units.
+
+    tokens (N, T + 1) -> (N,) int64, final hidden. The window is processed in time chunks (the
+    state carries between them, so the result is identical) to bound memory.
+    population_logprob (end of file) is the same function, faster on the CPU."""
+    xp = backend_of(tokens)
+    total = xp.zeros(tokens.shape[0], dtype=xp.int64)
+    T = tokens.shape[1] - 1
+    for t0 in range(0, T, time_chunk):
+        t1 = min(T, t0 + time_chunk)
+        logits, hidden = forward(params, cfg, tokens[:, t0:t1], hidden, perturb)
+        total += token_logprob(logits, tokens[:, t0 + 1: t1 + 1]).sum(axis=1)
+    return total, hidden
+
+
+def log2_probs(logits):
+    """Float64 log2 p(byte) from integer logits: p proportional to 2^(logit/16). (..., 256)."""
+    xp = backend_of(logits)
+    z = logits.astype(xp.float64) / 16.0
+    z_max = z.max(axis=-1, keepdims=True)
+    return z - z_max - xp.log2(xp.exp2(z - z_max).sum(axis=-1, keepdims=True))
+
+
+def bits_per_byte(logits, targets):
+    """Reported loss: mean -log2 p(target) in float64 from the integer logits."""
+    xp = backend_of(logits)
+    lp = xp.take_along_axis(log2_probs(logits), targets.astype(xp.int64)[..., None], axis=-1)
+    return float(-lp.mean())  # note: a CPU-GPU sync point
+
+# -----------------------------------------------------------------------------
 # perturbation hooks: member i (row i of the batch) evaluates its weights plus E_i >> shift
 
 
@@ -357,7 +487,7 @@ class Full:
 
 
 def select_members(perturb, rows):
-    """The perturbation of a slice of the members (to evaluate a population in chunks)."""
+    """The perturbation of a slice of the members (to evaluate a population in pieces)."""
     if not perturb:
         return perturb
     return {name: (LowRank(p.A[rows], p.B[rows], p.shift) if isinstance(p, LowRank)
@@ -380,235 +510,8 @@ def lowrank_matmul_reference(x, w, a, b, shift):
     return out
 
 # -----------------------------------------------------------------------------
-# the model. Computed layer by layer over the whole window: each layer's input projections,
-# MLP and the head are one big matmul over all (N, T) positions; only the recurrence (s @ U_f,
-# f' @ U_h and the gating) runs in the time loop. Same integers as byte-by-byte order.
-
-
-def vector_param(params, name, perturb):
-    """A vector parameter in int32 lanes, perturbed per member if asked: (d,) or (N, 1, d)."""
-    v = wide(params[name])
-    p = perturb.get(name) if perturb else None
-    if p is None:
-        return v
-    return clip8(v + p.vector_delta())[:, None, :]                      # I8(w + E_i >> shift)
-
-
-def linear(params, name, x, perturb):
-    """The scaled matmul I8(x @ W^T / (16 isqrt n)), member-perturbed. x (N, T, n) -> (N, T, m),
-    int8 values in int32 lanes, q4."""
-    xp = backend_of(x)
-    w = params[name]
-    acc = int_matmul(x, w)                                      # (N, T, m) int32, q8
-    p = perturb.get(name) if perturb else None
-    if p is not None:
-        delta = p.matmul_delta(x)               # q8 E_i term; int64 only if int32 could wrap
-        acc = xp.add(acc, delta, out=acc) if delta.dtype == acc.dtype else acc + delta
-    div_floor(acc, matmul_divisor(w.shape[1]), out=acc)         # q8 / (16 isqrt n) -> q4
-    xp.clip(acc, -127, 127, out=acc)                            # I8, in place: acc is ours
-    return acc.astype(xp.int32, copy=False)
-
-
-def embed(params, tokens, perturb):
-    """Row lookup emb[t] (App. G.6), perturbed: I8(emb[t] + E_i[t] >> shift). (N, T) -> (N, T, D)."""
-    xp = backend_of(tokens)
-    rows = wide(params["emb"][tokens.astype(xp.int64)])        # (N, T, D) q4
-    p = perturb.get("emb") if perturb else None
-    if p is None:
-        return rows
-    return clip8(rows + p.row_delta(tokens)).astype(xp.int32)
-
-
-def int_norm(u, w):
-    """L1 'layernorm' (App. G.5): I8(u * w / max(1, I8(mean |u|))). u (..., D), w broadcast."""
-    xp = backend_of(u)
-    mean_abs = xp.abs(u).sum(axis=-1, keepdims=True) // u.shape[-1]   # (..., 1) q4, >= 0
-    # departure: the reference code divides by 0 when sum|u| < D; the divisor is guarded >= 1
-    mean_abs = xp.clip(mean_abs, 1, 127)                              # I8 and >= 1
-    # floor(u w / mean_abs) in float32, 2-4x faster than integer division and exact: |u w| <=
-    # 127^2 < 2^24 and the divisor d is in [1, 127], so a non-integer quotient lies >= 1/d from
-    # an integer while float32 division errs by <= 127 * 2^-24 < 1/127; an integer one is exact
-    q = xp.floor((u * w).astype(xp.float32) / mean_abs.astype(xp.float32))
-    return clip8(q.astype(xp.int32))                                  # q4 * q4 / q4 -> q4
-
-
-def gru_scan(params, p, u, s, perturb):
-    """minGRU without activations (App. G.7) over a window. u (N, T, D) q4, s (N, D) int8
-    state -> (h (N, T, D) per-step outputs = states, final state (N, D) int8)."""
-    xp = backend_of(u)
-    wf_u = linear(params, p + "w_f", u, perturb) + vector_param(params, p + "b_f", perturb)
-    wh_u = linear(params, p + "w_h", u, perturb) + vector_param(params, p + "b_h", perturb)
-    s = wide(s)[:, None, :]                                               # (N, 1, D) q4
-    outs = []
-    for t in range(u.shape[1]):
-        f = clip8(wf_u[:, t: t + 1] + linear(params, p + "u_f", s, perturb))   # I8(uW_f+sU_f+b_f)
-        gate = f + 127                                   # [0, 254]: a gate of gate/256 in [0, 1)
-        f_hat = clip8((gate * s) >> 8)                   # q4: (f + 127) * s / 256
-        h_hat = clip8(wh_u[:, t: t + 1] + linear(params, p + "u_h", f_hat, perturb))
-        delta = (gate * (h_hat - s)) >> 8                # int32 in [-250, 250]
-        # departure: the reference code casts delta to int8 (wrap-around) and adds in int8;
-        # here s + delta is formed in int32 and saturated once
-        s = clip8(s + delta)
-        outs.append(s)
-    return xp.concatenate(outs, axis=1), s[:, 0].astype(xp.int8)
-
-
-def mlp(params, p, u, perturb):
-    """(u @ mlp1) @ mlp2: D -> 4D -> D, no bias, no activation (App. G.8)."""
-    return linear(params, p + "mlp2", linear(params, p + "mlp1", u, perturb), perturb)
-
-
-def block(params, p, y, s, perturb):
-    """Pre-norm GRU then pre-norm MLP, each with a saturating residual (App. G.8).
-    y (N, T, D) q4, s (N, D) int8 -> (y (N, T, D), new state (N, D) int8)."""
-    h, s = gru_scan(params, p, int_norm(y, vector_param(params, p + "ln1", perturb)), s, perturb)
-    y = clip8(y + h)
-    y = clip8(y + mlp(params, p, int_norm(y, vector_param(params, p + "ln2", perturb)), perturb))
-    return y, s
-
-
-def forward(params, cfg, tokens, hidden, perturb=None, return_activations=False):
-    """tokens (N, T) bytes, hidden (L, N, D) int8 -> logits (N, T, 256) int8 in 1/16-bit units,
-    final hidden (L, N, D) int8. Row i uses member i's perturbation (None: plain inference).
-    return_activations: also return [embedding, block 1 output, ..., block L output], each
-    (N, T, D) q4 in int32 lanes (the local-learning methods read these)."""
-    xp = backend_of(tokens)
-    y = embed(params, tokens, perturb)                                   # (N, T, D) q4
-    acts, new_hidden = [y], []
-    for i in range(cfg.n_layers):
-        y, s = block(params, f"l{i}.", y, hidden[i], perturb)
-        acts.append(y)
-        new_hidden.append(s)
-    y = int_norm(y, vector_param(params, "ln_out", perturb))
-    logits = linear(params, "head", y, perturb).astype(xp.int8)          # (N, T, 256)
-    if return_activations:
-        return logits, xp.stack(new_hidden), acts
-    return logits, xp.stack(new_hidden)
-
-
-def sequence_logprob(params, cfg, tokens, hidden, perturb=None, time_chunk=32):
-    """Integer fitness: sum over the window of log2 p(next byte), 1/256-bit units.
-
-    tokens (N, T + 1) -> (N,) int64, final hidden. The window is processed in time chunks (the
-    state carries between them, so the result is identical) to bound memory. On the CPU the N
-    rows go through the forward in pieces of at most ROW_PIECE rows, and with set_threads(k) k
-    threads take the pieces (rows never interact, so the result is identical for any split)."""
-    xp = backend_of(tokens)
-    N = tokens.shape[0]
-    k = min(_THREAD_COUNT, N // MIN_ROWS_PER_THREAD)
-    n_pieces = max(k, -(-N // ROW_PIECE))
-    if xp is not np or n_pieces < 2:
-        return sequence_logprob_rows(params, cfg, tokens, hidden, perturb, time_chunk)
-    edges = np.linspace(0, N, n_pieces + 1).astype(int)
-    pieces = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
-    args = [(params, cfg, tokens[r], hidden[:, r], select_members(perturb, r), time_chunk)
-            for r in pieces]
-    if k < 2:
-        done = [sequence_logprob_rows(*a) for a in args]
-    else:
-        done = [job.result() for job in [_THREADS.submit(sequence_logprob_rows, *a) for a in args]]
-    return xp.concatenate([f for f, _ in done]), xp.concatenate([h for _, h in done], axis=1)
-
-
-_THREAD_COUNT, _THREADS = 1, None   # set_threads(k > 1): k and a ThreadPoolExecutor of k
-# fewer rows per thread and the GIL-held Python between NumPy calls dominates: MeZO's 32-row
-# batch ran at 0.61x in 2 threads, EGGROLL's 512 rows at 1.46x and 2048 rows at 2.0x (bench.py)
-MIN_ROWS_PER_THREAD = 32
-# rows per forward call on the CPU: a 256-row piece's (rows, 25, 256) logits stay near the
-# caches; at D = 64, 25-byte windows, one thread ran 1024 rows 1.29x faster in pieces of 256
-ROW_PIECE = 256
-
-
-def set_threads(k):
-    """Evaluate sequence_logprob's rows in k CPU threads (NumPy releases the GIL inside its
-    array loops, so k cores work at once). A compute setting like BLAS threads: no result
-    depends on it."""
-    global _THREAD_COUNT, _THREADS
-    _THREAD_COUNT, _THREADS = k, (concurrent.futures.ThreadPoolExecutor(k) if k > 1 else None)
-
-
-def sequence_logprob_rows(params, cfg, tokens, hidden, perturb, time_chunk):
-    """sequence_logprob in the calling thread."""
-    xp = backend_of(tokens)
-    total = xp.zeros(tokens.shape[0], dtype=xp.int64)
-    T = tokens.shape[1] - 1
-    for t0 in range(0, T, time_chunk):
-        t1 = min(T, t0 + time_chunk)
-        logits, hidden = forward(params, cfg, tokens[:, t0:t1], hidden, perturb)
-        total += token_logprob(logits, tokens[:, t0 + 1: t1 + 1]).sum(axis=1)
-    return total, hidden
-
-
-def forward_peak_bytes(cfg, n_tokens):
-    """An upper bound of the memory sequence_logprob allocates for one time chunk of n_tokens
-    (rows x time_chunk) positions, with or without member perturbations, so that member_chunk
-    and time_chunk can be sized by arithmetic before a run (README "GPU memory").
-
-    Per position, the widest layer dominates: the MLP's 4D-wide int32 accumulator, its low-rank
-    correction (int32, or int64 when 4D > 1040) and their sums, with the block's input and norm
-    alive beside them: <= 96 D bytes; the head and the integer log-softmax over 256 logits add
-    <= 4 KiB. The CPU's float32/64 GEMM copies of the weights add <= 40 D^2 (cuBLAS int8 needs
-    none). Checked against NumPy's allocations (tests/test_int_rnn_lm.py)."""
-    D = cfg.d_model
-    return n_tokens * (96 * D + 4096) + 40 * D * D
-# -----------------------------------------------------------------------------
-# log-likelihood: integer fitness for training, float64 bits/byte for reporting
-
-LOGP_UNIT = 256  # the integer log-likelihood is in 1/256-bit units
-EXP2_BITS = 20   # EXP2[d] = 2^(d/16) in q20 fixed point
-# EXP2[k] = round(2^((k - 254)/16) * 2^20) for k = logit - max_logit + 254 in [0, 254]
-EXP2_TABLE = np.rint(2.0 ** ((np.arange(255) - 254) / 16.0 + EXP2_BITS)).astype(np.int32)
-# LOG2_MANT[j] = round(256 log2(1 + j/4096)): log2 of a 13-bit mantissa in [4096, 8191]
-LOG2_MANT_TABLE = np.rint(LOGP_UNIT * np.log2(1 + np.arange(4096) / 4096)).astype(np.int32)
-
-
-_DEVICE_TABLES = {}
-
-
-def _table(xp, table):
-    """A lookup table on the backend; copied to the GPU once, never per call."""
-    if xp is np:
-        return table
-    key = (id(table), xp.cuda.Device().id)
-    if key not in _DEVICE_TABLES:
-        _DEVICE_TABLES[key] = xp.asarray(table)
-    return _DEVICE_TABLES[key]
-
-
-def token_logprob(logits, targets):
-    """Integer log2 p(target) per position, in 1/256-bit units (<= 0).
-
-    logits (..., 256) int8 in 1/16-bit units, targets (...) bytes -> (...) int32.
-    log2 p(t) = (y_t - y_max)/16 - log2(S / 2^20), S = sum_j EXP2[y_j - y_max] in [2^20, 2^28]."""
-    xp = backend_of(logits)
-    y = wide(logits)
-    y_max = y.max(axis=-1, keepdims=True)
-    idx = xp.subtract(y, y_max - 254, out=y)                            # y - y_max + 254 in [0, 254]
-    # take() rather than table[idx]: the same gather, 2-4x faster on NumPy for int32 indices
-    s = xp.take(_table(xp, EXP2_TABLE), idx).sum(axis=-1, dtype=xp.int32)  # q20, <= 2^28
-    e = EXP2_BITS + sum((s >= (1 << k)).astype(xp.int32) for k in range(21, 29))  # floor(log2 s)
-    mant = s >> (e - 12)                                                # [4096, 8191]
-    log2_s = LOGP_UNIT * (e - EXP2_BITS) + xp.take(_table(xp, LOG2_MANT_TABLE), mant - 4096)
-    idx_t = xp.take_along_axis(idx, targets.astype(xp.int64)[..., None], axis=-1)[..., 0]
-    return 16 * (idx_t - 254) - log2_s                                  # 16 * q4 = 1/256 bit
-
-
-def log2_probs(logits):
-    """Float64 log2 p(byte) from integer logits: p proportional to 2^(logit/16). (..., 256)."""
-    xp = backend_of(logits)
-    z = logits.astype(xp.float64) / 16.0
-    z_max = z.max(axis=-1, keepdims=True)
-    return z - z_max - xp.log2(xp.exp2(z - z_max).sum(axis=-1, keepdims=True))
-
-
-def bits_per_byte(logits, targets):
-    """Reported loss: mean -log2 p(target) in float64 from the integer logits."""
-    xp = backend_of(logits)
-    lp = xp.take_along_axis(log2_probs(logits), targets.astype(xp.int64)[..., None], axis=-1)
-    return float(-lp.mean())  # note: a CPU-GPU sync point
-
-# -----------------------------------------------------------------------------
-# counter-based integer noise (DESIGN §3): the same integer ops on numpy and cupy
+# counter-based integer noise: the same integer ops on NumPy and CuPy, so both backends draw
+# identical noise and every process can regenerate every member's noise from the seed
 
 
 def hash32(x):
@@ -653,88 +556,6 @@ def noise_int8(key, rows, size, xp=np):
     return _table(xp, NORMAL_Q4)[(h >> xp.uint32(16)).astype(xp.int32)]
 
 # -----------------------------------------------------------------------------
-# data: bytes of a text file, a fixed 90/10 split, windows with carried state
-
-
-DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
-                            "tinyshakespeare.txt")
-
-
-def load_bytes(path):
-    """The bytes of any file, as uint8. Errors name the file."""
-    if not os.path.isfile(path):
-        raise ValueError(f"data file not found: {path}")
-    with open(path, "rb") as f:
-        data = np.frombuffer(f.read(), dtype=np.uint8)
-    if len(data) == 0:
-        raise ValueError(f"data file is empty: {path}")
-    return data
-
-
-def split_train_val(data):
-    """The last 10 % of the bytes is validation (DESIGN §4)."""
-    n_val = len(data) // 10
-    return data[: len(data) - n_val], data[len(data) - n_val:]
-
-
-def min_data_bytes(n_rows, seq_len, val_len):
-    """Smallest file for which every training row holds one window and val holds one window."""
-    need_train = n_rows * (seq_len + 1)
-    return max(need_train + need_train // 9 + 1, 10 * (val_len + 1))
-
-
-def check_data_size(data, path, n_rows, seq_len, val_len):
-    need = min_data_bytes(n_rows, seq_len, val_len)
-    if len(data) < need:
-        raise ValueError(f"data file {path} has {len(data)} bytes; need at least {need} "
-                         f"({n_rows} rows x {seq_len + 1}-byte windows for training after a "
-                         f"90/10 split, and one {val_len + 1}-byte validation window)")
-
-
-class TrainStream:
-    """Training windows with carried state (truncated BPTT-free training, DESIGN §4).
-
-    The train split is cut into n_rows contiguous rows; at step t row r yields bytes
-    [k T, k T + T + 1) of its row, k = t mod K, so consecutive steps continue each row and the
-    hidden state carries across them. `reset` is True when the rows start over (k == 0).
-    The data position is a pure function of t, so a resumed run reads the same bytes."""
-
-    def __init__(self, train, n_rows, seq_len, xp=np):
-        self.row_len = len(train) // n_rows
-        self.windows_per_row = (self.row_len - 1) // seq_len
-        if self.windows_per_row < 1:
-            raise ValueError(f"train split of {len(train)} bytes is too short for {n_rows} rows "
-                             f"of {seq_len + 1}-byte windows")
-        self.rows = train[: n_rows * self.row_len].reshape(n_rows, self.row_len)
-        self.seq_len, self.xp = seq_len, xp
-
-    def batch(self, t):
-        """(tokens (n_rows, T + 1) uint8 on xp, reset: bool)."""
-        k = t % self.windows_per_row
-        window = self.rows[:, k * self.seq_len: k * self.seq_len + self.seq_len + 1]
-        return self.xp.asarray(np.ascontiguousarray(window)), k == 0
-
-
-def val_windows(val, n_windows, length, xp=np):
-    """A fixed set of n evenly spaced windows of length + 1 bytes from the val split."""
-    if len(val) < length + 1:
-        raise ValueError(f"validation split has {len(val)} bytes, need {length + 1}")
-    starts = np.linspace(0, len(val) - length - 1, n_windows).astype(np.int64)
-    return xp.asarray(np.stack([val[s: s + length + 1] for s in starts]))   # (n, length + 1)
-
-
-def ngram_baselines(train, val, smoothing=0.01):
-    """Bits/byte on val of add-`smoothing` unigram and bigram models fit on train (DESIGN §4)."""
-    uni = np.bincount(train, minlength=VOCAB) + smoothing
-    uni_bpb = -np.mean(np.log2(uni / uni.sum())[val])
-    bi = np.zeros((VOCAB, VOCAB))
-    np.add.at(bi, (train[:-1], train[1:]), 1)
-    bi += smoothing
-    bi_lp = np.log2(bi / bi.sum(axis=1, keepdims=True))
-    bi_bpb = -np.mean(bi_lp[val[:-1], val[1:]])
-    return {"uniform": 8.0, "unigram": float(uni_bpb), "bigram": float(bi_bpb)}
-
-# -----------------------------------------------------------------------------
 # evaluation and sampling
 
 
@@ -767,14 +588,17 @@ def lm_predict(params, cfg):
     return predict
 
 
+SAMPLE_STREAM = 0x5A3F   # the sampler's generator key purpose tag
+
+
 def sample(predict, hidden, prompt, n_bytes, seed, temperature=1.0):
     """Generate n_bytes after `prompt` (bytes) with predict(tokens, hidden) -> (log2p, hidden).
 
-    Sampling happens on the host from its own stream (seed, 0x5A3F): an I/O boundary."""
+    Sampling happens on the host from its own stream (seed, SAMPLE_STREAM): an I/O boundary."""
     if not prompt:
         raise ValueError("sample: the prompt must hold at least one byte")
     xp = backend_of(hidden)
-    rng = np.random.default_rng([seed, 0x5A3F])
+    rng = np.random.default_rng([seed, SAMPLE_STREAM])
     log2p, hidden = predict(xp.asarray(np.frombuffer(prompt, np.uint8)[None, :]), hidden)
     out = bytearray()
     for _ in range(n_bytes):
@@ -784,6 +608,73 @@ def sample(predict, hidden, prompt, n_bytes, seed, temperature=1.0):
         out.append(byte)
         log2p, hidden = predict(xp.asarray(np.array([[byte]], np.uint8)), hidden)
     return bytes(out)
+
+# -----------------------------------------------------------------------------
+# speed only: on the CPU a population's rows go through the forward in cache-sized pieces, and
+# k threads take the pieces (NumPy releases the GIL inside its array loops). Rows never
+# interact, so the result is sequence_logprob's for any split (tests/test_int_rnn_lm.py).
+
+ROW_PIECE = 256             # rows per forward call on the CPU: its logits stay near the caches
+MIN_ROWS_PER_THREAD = 32    # below this, the Python between NumPy calls (GIL) dominates
+_THREAD_COUNT, _THREADS = 1, None   # set_threads(k > 1): k and a ThreadPoolExecutor of k
+
+
+def set_threads(k):
+    """Evaluate population_logprob's rows in k CPU threads. A compute setting like BLAS
+    threads: no result depends on it."""
+    global _THREAD_COUNT, _THREADS
+    _THREAD_COUNT, _THREADS = k, (concurrent.futures.ThreadPoolExecutor(k) if k > 1 else None)
+
+
+def population_logprob(params, cfg, tokens, hidden, perturb=None, time_chunk=32):
+    """sequence_logprob, bit for bit; on the CPU the N rows run in pieces of at most ROW_PIECE
+    rows, taken by the threads of set_threads. tokens (N, T + 1) -> (N,) int64, final hidden."""
+    xp = backend_of(tokens)
+    N = tokens.shape[0]
+    k = min(_THREAD_COUNT, N // MIN_ROWS_PER_THREAD)
+    n_pieces = max(k, -(-N // ROW_PIECE))
+    if xp is not np or n_pieces < 2:
+        return sequence_logprob(params, cfg, tokens, hidden, perturb, time_chunk)
+    edges = np.linspace(0, N, n_pieces + 1).astype(int)
+    pieces = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+    args = [(params, cfg, tokens[r], hidden[:, r], select_members(perturb, r), time_chunk)
+            for r in pieces]
+    if k < 2:
+        done = [sequence_logprob(*a) for a in args]
+    else:
+        done = [job.result() for job in [_THREADS.submit(sequence_logprob, *a) for a in args]]
+    return xp.concatenate([f for f, _ in done]), xp.concatenate([h for _, h in done], axis=1)
+
+# -----------------------------------------------------------------------------
+# Adam: the one optimiser of every float part (FF, NoProp, backprop, the float ES demos)
+
+
+def adam_moments(params):
+    """Adam's state for `params`: zero first and second moments, {"m": {...}, "v": {...}}."""
+    return {k: {name: backend_of(p).zeros_like(p) for name, p in params.items()}
+            for k in ("m", "v")}
+
+
+def adam_step(params, grads, moments, step, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    """One Adam step down `grads`, in place (Kingma & Ba 2015, Alg. 1); weight_decay > 0 makes
+    it AdamW (Loshchilov & Hutter 2019: the decay is decoupled from the gradient).
+
+    params, grads: {name: float array}; moments: {"m": {name: array}, "v": {name: array}},
+    updated in place; step counts from 1."""
+    b1, b2 = betas
+    for k, p in params.items():
+        g, m, v = grads[k], moments["m"][k], moments["v"][k]
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * g * g
+        m_hat = m / (1 - b1 ** step)
+        v_hat = v / (1 - b2 ** step)
+        # AdamW's decoupled decay: lr * weight_decay * p, from the weights before the step
+        p -= lr * (m_hat / (backend_of(p).sqrt(v_hat) + eps) + weight_decay * p)
+
+# -----------------------------------------------------------------------------
+# the model table (README) and a look at an untrained model
 
 
 def model_table(cfg):
@@ -796,14 +687,9 @@ def model_table(cfg):
 
 if __name__ == "__main__":
     cfg = ModelConfig()
-    xp = get_backend("auto")
-    print(f"backend: {xp.__name__}")
     for k, v in model_table(cfg):
         print(f"{k:>20}: {v:,}")
-    train, val = split_train_val(load_bytes(DEFAULT_DATA))
-    print(json.dumps({k: round(v, 3) for k, v in ngram_baselines(train, val).items()}))
-    params = init_params(cfg, seed=0, xp=xp)
-    print(f"untrained val bits/byte: {evaluate(params, cfg, val_windows(val, 16, 128, xp)):.3f}")
-    text = sample(lm_predict(params, cfg), zero_hidden(cfg, 1, xp), b"ROMEO:", 80, seed=0)
-    print(repr(text.decode("utf-8", errors="replace")))
+    params = init_params(cfg, seed=0)
+    text = sample(lm_predict(params, cfg), zero_hidden(cfg, 1), b"ROMEO:", 80, seed=0)
+    print("an untrained model writes:", repr(text.decode("utf-8", errors="replace")))
     print(asdict(cfg))

@@ -1,13 +1,13 @@
 r"""MeZO: train with two forward passes per step and never store the noise.
 
-MeZO is zeroth-order SGD. It estimates the gradient from the loss difference along one random
-direction z and never keeps z: z is regenerated from a seed each time it is needed. Memory is
-that of inference plus ONE buffer the size of the largest tensor (z is drawn one tensor at a
-time); the rest of the per-step state is a seed and one scalar per direction. A trained model
-is therefore fully described by its initial weights, the seed and the list of scalars.
-
 Paper: S. Malladi, T. Gao, E. Nichani, A. Damian, J. D. Lee, D. Chen, S. Arora,
 "Fine-Tuning Language Models with Just Forward Passes", NeurIPS 2023, arXiv 2305.17333.
+
+MeZO is zeroth-order SGD. It estimates the gradient from the loss difference along one random
+direction z and never keeps z: z is regenerated from a seed each time it is needed. Memory is
+that of inference plus one buffer the size of the largest tensor; the per-step state is a seed
+and one scalar per direction, so a trained model is its initial weights, the seed and the list
+of scalars.
 
 Equations (numbered here; the paper's name for each in brackets):
   (1) SPSA estimate on a batch B, z ~ N(0, I_d)                           [Definition 1]
@@ -18,12 +18,11 @@ Equations (numbered here; the paper's name for each in brackets):
   (3) ZO-SGD step                                                        [Definition 2]
           θ ← θ − η · g_hat
   (4) variance for Gaussian z (exact when L is quadratic)                [cf. Lemma 2]
-          E‖g_hat − ∇L‖² = (d + 1)/n · ‖∇L‖²,  so the stable step is η ≈ n/d · η_SGD (Eq. 3)
+          E‖g_hat − ∇L‖² = (d + 1)/n · ‖∇L‖²,  so the stable step is η ≈ n/d · η_SGD
 Integer scheme (what `train.py --method mezo` runs on the int8 LM):
   (5) δ = round(v / 2^k), v ~ 16 N(0, 1) int8 from int_rnn_lm.noise_int8, k = eps_shift:
-      an integer direction; for k <= 4 about εz of Eq. 1 with ε = 2^(4 − k) weight units
-      (k = 4: ε = 1 unit, 1/16 of the init weights' std, EGGROLL's default σ = 2^-4). The
-      default k = 6 rounds all but the tails to 0: δ is ±1 on the ~4.9 % of weights with
+      an integer direction; for k <= 4 about εz of Eq. 1 with ε = 2^(4 − k) weight units.
+      The default k = 6 rounds all but the tails to 0: δ is ±1 on the ~4.9 % of weights with
       |v| >= 32 (|z| >~ 1.97) and 0 elsewhere, a sparse direction with E[δ δᵀ] = 0.049 I
   (6) ℓ± = −Σ log2 p over the S x T bytes at I8(θ ± δ), in 1/256-bit units (int64, exact)
   (7) pg = (ℓ+ − ℓ−) / (2 · 256 · S T): Eq. 1 times ε, in bits/byte per δ
@@ -41,51 +40,41 @@ Algorithm 1 (MeZO), paraphrased; the "Alg. 1 line k" comments below refer to thi
   perturb(θ, s, c):  for each tensor θ_k: regenerate z_k from s;  θ_k ← θ_k + c · z_k
 
 Integer choices (each also explained at its line):
-  * exact restore (line 4): int8 saturates at ±127, so I8(I8(θ + δ) − 2δ) + δ ≠ θ where θ + δ
-    or θ − δ leaves [−127, 127]. Only those "rail" elements, |θ| + |δ| > 127, are ambiguous:
-    line 2 keeps their indices and original values in a small sparse buffer, lines 3 and 4
-    set them from it; every other element is exact in integers. After line 4, θ is bit for bit
-    what it was (tested). The buffer lives for one direction and is usually empty.
+  * exact restore (line 4): int8 saturates at ±127, so I8(I8(θ + δ) − 2δ) + δ ≠ θ where θ ± δ
+    leaves [−127, 127]. Only those "rail" elements, |θ| + |δ| > 127, are ambiguous: line 2
+    keeps their indices and original values in a small sparse buffer, lines 3 and 4 set them
+    from it; every other element is exact in integers. After line 4, θ is bit for bit what it
+    was (tested). The buffer lives for one direction and is usually empty.
   * the update (line 6) is stochastic rounding of the float step, not a sign rule: |c δ| is
-    mostly below one unit, so plain rounding would rarely move a weight, while a sign
-    rule would throw away |pg|, the only thing MeZO measures. The rounding noise comes from
-    its own counter stream (seed, step, direction, tensor).
-  * the hidden state carries across steps (TrainStream rows continue): both sides of every
-    direction start from the carried state, and the next step carries the mean of the 2n
-    sides' final states. Like (ℓ+ + ℓ−)/2 ≈ L(θ), the mean of the θ + δ and θ − δ states is
-    the unperturbed model's state up to O(δ²) where the dynamics are smooth; a third, plain
-    forward would give it exactly at 1.5x the cost.
+    mostly below one unit, so plain rounding would rarely move a weight, and a sign rule would
+    throw away |pg|, the only thing MeZO measures.
+  * the hidden state carries across steps: both sides of every direction start from the
+    carried state, and the next step carries the mean of the 2n sides' final states (the
+    unperturbed model's state up to O(δ²) where the dynamics are smooth; a third, plain
+    forward would give it exactly at 1.5x the cost).
 
 Departures from the paper and its code (each also marked at its line):
   * z_k has its own generator keyed by (seed, step, direction, tensor) instead of one global
     torch seed walked through the tensors in order, so z_k does not depend on the other
-    tensors' shapes; the per-step seed is derived from (cfg.seed, step), not drawn fresh.
+    tensors' shapes;
   * n > 1 follows Algorithm 2 (n seeds, n scalars, n updates of step η/n), but all n
-    directions use the same batch (Algorithm 2 draws a new batch per direction).
-  * no weight decay and, by default, a constant learning rate (the paper's full-parameter runs
-    use wd = 0 and a constant schedule); --lr_end < 1 decays η linearly over the run's horizon.
+    directions use the same batch (Algorithm 2 draws a new batch per direction);
+  * no weight decay and a constant learning rate (the paper's full-parameter runs);
   * the default direction is sparse (k = 6 in Eq. 5), not Gaussian: each step estimates the
-    gradient on a random ~5 % of the weights (~4 K of 82 K at D = 64) and moves only those, so
-    the SPSA noise, which grows with the number of perturbed coordinates (Eq. 4), and the
-    rounding noise of Eq. 8 stay on those. In our 2-minute CPU runs (S = 32, 25-byte windows,
-    3600 steps) this reached 4.72 val bits/byte against 5.10 for k = 5 (lr 48) and 5.17 for
-    k = 4 (lr 32), the best lr we tried for each (k = 4 diverged at lr 64, k = 6 plateaued at
-    4.89 with lr 512). ZO-Bench (Zhang et al. 2024) reports the same direction: sparse
-    perturbations improve ZO-SGD.
+    gradient on a random ~5 % of the weights and moves only those, so the SPSA noise (Eq. 4)
+    and the rounding noise (Eq. 8) stay on those; ZO-Bench (Zhang et al. 2024) reports that
+    sparse perturbations improve ZO-SGD too (results/README.md has our runs);
   * the logged loss is (ℓ+ + ℓ−)/2 = L(θ) + O(ε²); the paper's code logs ℓ+.
-  * float part: z is drawn on the host with NumPy, so CPU and GPU runs see bit-identical noise;
-    on a GPU that costs one host-to-device copy per tensor. Perturb/restore (lines 2-4) is not
-    bit-exact in floating point: each add rounds, so θ drifts by about an ulp per step in
-    float32, far below the update (tests/test_mezo.py measures it). Keep the weights in
-    float32 or float64, never float16.
+  * float part: z is drawn on the host with NumPy, so CPU and GPU runs see bit-identical noise.
+    Perturb/restore (lines 2-4) is not bit-exact in floating point: θ drifts by about an ulp
+    per step in float32, far below the update (tests/test_mezo.py measures it).
 
 Memory on the integer LM: inference (the S-row forward) plus a few int32 buffers the size of
 the largest tensor (δ, the rounding noise, θ in int32 lanes) and the rail buffer. The method
-state is only the carried hidden state (L, S, D): no moments, no stored z, nothing the size of
-a parameter (tested).
+state is only the carried hidden state (L, S, D): no moments, no stored z (tested).
 
-Run: $ python mezo.py      (least-squares regression, d = 101, a few seconds on CPU)
-     $ python train.py --method mezo    (the integer LM: 3600 steps, about 2 min on 2 cores)
+Run: $ python mezo.py                    (the float algorithm on least squares, seconds)
+     $ python train.py --method mezo     (the integer LM, about 2 minutes on 2 cores)
 """
 import time
 from dataclasses import dataclass
@@ -95,64 +84,10 @@ import numpy as np
 import int_rnn_lm as lm
 
 # -----------------------------------------------------------------------------
-# config (integer LM)
-
-
-@dataclass
-class Config:
-    batch: int = 32          # S data rows per step; both sides of a direction score the same rows
-    eps_shift: int = 6       # k of Eq. 5: delta = round(16 N(0,1) / 2^k); 6: +-1 on 4.9% of weights
-    lr: float = 256.0        # eta of Eq. 8: weight units per (bits/byte per unit delta)
-    lr_end: float = 1.0      # eta at the horizon, as a fraction of lr: linear decay (1: constant)
-    horizon: int = 3600      # steps the lr schedule spans; train.py sets it to the run's steps
-    n_dirs: int = 1          # n of Eq. 2: SPSA directions per step, 2n forward passes
-    time_chunk: int = 25     # bytes per forward chunk (memory bound; results do not depend on it)
-
-
-# the GPU default run: a bigger batch fills the GPU; the rest as on the CPU
-GPU_DEFAULTS = dict(batch=256)
-# train.py run settings. CPU: a MeZO step is 2 forwards of S rows, so 25-byte windows (the state
-# carries across them) give 4x the steps of 100-byte ones; per step the direction, not the data,
-# dominates the noise: 5.16 vs 5.50 val bits/byte in 2-minute runs (k = 4, lr 32, S = 32 and 16).
-# The defaults below reached 4.72 (seeds 0 and 1) in 1m45s-1m55s at 46-69 k member-tokens/s.
-# The cuda numbers are not timed (no GPU in this session).
-RUN_DEFAULTS = {"cpu": dict(steps=3600, seq_len=25, eval_every=200, log_every=100),
-                "cuda": dict(steps=5000, seq_len=100, eval_every=250, log_every=50)}
+# noise: the direction delta and the rounding noise, regenerated from (seed, step, dir, tensor)
 
 SR_BITS = 16   # fixed-point fraction bits of the update scale c (Eq. 8)
 NOISE_TAG, ROUND_TAG = 1, 2   # stream_key tags: directions delta, stochastic-rounding noise u
-
-
-def check_config(cfg):
-    if cfg.batch < 1:
-        raise ValueError(f"batch must be >= 1, got {cfg.batch}")
-    if not 0 <= cfg.eps_shift <= 7:
-        raise ValueError(f"eps_shift must be in 0..7 (delta would be all zeros beyond 7), "
-                         f"got {cfg.eps_shift}")
-    if not cfg.lr > 0:
-        raise ValueError(f"lr must be > 0, got {cfg.lr}")
-    if not 0 <= cfg.lr_end <= 1 or cfg.horizon < 1:
-        raise ValueError(f"lr_end must be in [0, 1] and horizon >= 1, got {cfg.lr_end}, "
-                         f"{cfg.horizon}")
-    if cfg.n_dirs < 1 or cfg.time_chunk < 1:
-        raise ValueError(f"n_dirs and time_chunk must be >= 1, got {cfg.n_dirs}, "
-                         f"{cfg.time_chunk}")
-
-
-def follows_horizon(cfg):
-    """Whether a step depends on the run's length (the lr decay): train.py then refuses
-    to resume a run under another plan."""
-    return cfg.lr_end < 1
-
-
-def check_split(cfg, n_processes):
-    """Under mpirun every rank scores the same number of SPSA directions."""
-    if cfg.n_dirs % n_processes:
-        raise ValueError(f"n_dirs {cfg.n_dirs} does not split over {n_processes} processes: "
-                         f"use a multiple of {n_processes}")
-
-# -----------------------------------------------------------------------------
-# noise: the direction delta and the rounding noise, regenerated from (seed, step, dir, tensor)
 
 
 def direction(seed, t, j, pid, shape, cfg, xp):
@@ -232,20 +167,15 @@ def projected_grads_int(params, mcfg, tokens, hidden, seed, t, cfg, directions):
 # update: Alg. 1 line 6 with stochastic rounding to integer steps (Eq. 8)
 
 
-def lr_schedule(t, cfg):
-    """eta_t = lr (1 - (1 - lr_end) t / horizon): constant when lr_end = 1 (the paper's
-    full-parameter runs), a linear decay over the run's horizon otherwise."""
-    return cfg.lr * (1.0 - (1.0 - cfg.lr_end) * min(t, cfg.horizon) / cfg.horizon)
-
-
 def zo_sgd_update_int_(params, pgs, seed, t, cfg, mcfg):
-    """θ ← I8(θ + ⌊c_j δ_j + u⌋) for each direction j, c_j = -η pg_j / n (Alg. 2), in place.
+    """θ ← I8(θ + ⌊c_j δ_j + u⌋) for each direction j, c_j = -η pg_j / n (Alg. 2), in place;
+    η constant, as in the paper's full-parameter runs.
 
     Each δ_j is regenerated from its key, one tensor at a time. Returns the fraction of
     weights that moved (a 0-d device array)."""
     moved, total = 0, 0
     for j, pg in enumerate(pgs):
-        c_q = int(round(-lr_schedule(t, cfg) * pg / cfg.n_dirs * (1 << SR_BITS)))  # c, q16
+        c_q = int(round(-cfg.lr * pg / cfg.n_dirs * (1 << SR_BITS)))  # c, q16
         # |c| >= 127 saturates every nonzero δ anyway, so clipping c changes no step; it keeps
         # |c_q δ| <= 127 * 2^16 * 69 < 2^30, so the int32 lanes below cannot wrap
         c_q = max(-127 << SR_BITS, min(127 << SR_BITS, c_q))
@@ -265,24 +195,60 @@ def zo_sgd_update_int_(params, pgs, seed, t, cfg, mcfg):
 # the method interface train.py calls (README "The method interface")
 
 
+@dataclass
+class Config:
+    batch: int = 32          # S data rows per step; both sides of a direction score the same rows
+    eps_shift: int = 6       # k of Eq. 5: delta = round(16 N(0,1) / 2^k); 6: +-1 on 4.9% of weights
+    lr: float = 256.0        # eta of Eq. 8: weight units per (bits/byte per unit delta)
+    n_dirs: int = 1          # n of Eq. 2: SPSA directions per step, 2n forward passes
+    time_chunk: int = 25     # bytes per forward chunk (memory bound; results do not depend on it)
+
+
+# train.py's run on each device. CPU: a step is 2 forwards of S rows, so 25-byte windows (the
+# state carries across them) give many steps; 3600 take about 2 minutes on 2 cores. GPU: a
+# bigger batch fills the device (results/README.md).
+DEFAULTS = {"cpu": dict(steps=3600, seq_len=25, eval_every=200, log_every=100),
+            "cuda": dict(steps=5000, seq_len=100, eval_every=250, log_every=50, batch=256)}
+
+
+def check_config(cfg):
+    if cfg.batch < 1:
+        raise ValueError(f"batch must be >= 1, got {cfg.batch}")
+    if not 0 <= cfg.eps_shift <= 7:
+        raise ValueError(f"eps_shift must be in 0..7 (delta would be all zeros beyond 7), "
+                         f"got {cfg.eps_shift}")
+    if not cfg.lr > 0:
+        raise ValueError(f"lr must be > 0, got {cfg.lr}")
+    if cfg.n_dirs < 1 or cfg.time_chunk < 1:
+        raise ValueError(f"n_dirs and time_chunk must be >= 1, got {cfg.n_dirs}, "
+                         f"{cfg.time_chunk}")
+
+
+def check_split(cfg, n_processes):
+    """Under mpirun every process scores the same number of SPSA directions."""
+    if cfg.n_dirs % n_processes:
+        raise ValueError(f"n_dirs {cfg.n_dirs} does not split over {n_processes} processes: "
+                         f"use a multiple of {n_processes}")
+
+
 def num_sequences(cfg):
     """Data rows per step: the batch every forward pass scores."""
     return cfg.batch
 
 
-# the carried state is the same on every rank (no per-member rows to split across processes)
+# the carried state is the same in every process (no per-member rows to split across processes)
 PER_MEMBER_STATE = {}
 
 
-def init(params, cfg, mcfg, seed, world=lm.ONE_PROCESS):
+def init(params, cfg, mcfg, seed, world):
     """Method state: the carried hidden state of the S rows, and nothing else (no moments)."""
     check_config(cfg)
     return {"hidden": lm.zero_hidden(mcfg, cfg.batch, lm.backend_of(params["emb"]))}
 
 
-def step(params, state, batch, t, cfg, mcfg, seed, world=lm.ONE_PROCESS):
+def step(params, state, batch, t, cfg, mcfg, seed, world):
     """One MeZO step on windows `batch` = (tokens (S, T + 1), reset): 2n forwards, then the
-    update. params change in place (and are returned). Under mpirun this rank scores its
+    update. params change in place (and are returned). Under mpirun this process scores its
     share of the n directions; the n scalars pg travel, and the carried state's sum."""
     tokens, reset = batch
     xp = lm.backend_of(tokens)
@@ -294,10 +260,10 @@ def step(params, state, batch, t, cfg, mcfg, seed, world=lm.ONE_PROCESS):
     state_sum = world.allreduce_sum(state_sum)                            # (L, S, D) int32, exact
     hidden = (state_sum // (2 * cfg.n_dirs)).astype(xp.int8)               # mean, in [-127, 127]
     pgs = [float(pg) for pg in per_dir[:, 0]]
-    frac = zo_sgd_update_int_(params, pgs, seed, t, cfg, mcfg)
+    moved = zo_sgd_update_int_(params, pgs, seed, t, cfg, mcfg)
     T = tokens.shape[1] - 1
     stats = {"loss": float(per_dir[:, 1].mean()), "member_tokens": 2 * cfg.n_dirs * cfg.batch * T,
-             "pg": pgs[0], "frac_updated": frac, "rails": int(per_dir[:, 2].sum())}
+             "pg": pgs[0], "moved": moved, "rails": int(per_dir[:, 2].sum())}
     return params, {"hidden": hidden}, stats
 
 # -----------------------------------------------------------------------------
@@ -320,19 +286,11 @@ DATA_STREAM = 0   # the demo's data
 NOISE_STREAM = 1  # perturbation directions z
 
 
-def get_xp(a):
-    """The array module (numpy or cupy) that owns array a; cupy is imported only for its arrays."""
-    if isinstance(a, np.ndarray):
-        return np
-    import cupy  # reached only for a non-NumPy array, so cupy is installed
-    return cupy.get_array_module(a)
-
-
 def tensor_noise(p, seed, step, direction, tensor_id):
     """z_k ~ N(0, I) with the shape, dtype and device of tensor p; a pure function of its key."""
     rng = np.random.default_rng([seed, NOISE_STREAM, step, direction, tensor_id])
     z = rng.standard_normal(p.shape, dtype=p.dtype)  # on the host: CPU and GPU agree bit for bit
-    return get_xp(p).asarray(z)  # on a GPU: one host-to-device copy of this tensor
+    return lm.backend_of(p).asarray(z)  # on a GPU: one host-to-device copy of this tensor
 
 
 def perturb_(params, scale, seed, step, direction):
@@ -374,7 +332,7 @@ def estimate_grad(loss_fn, params, cfg, step):
     For tests and for reading the math only: MeZO's own step never builds g_hat.
     """
     pgs, losses = projected_grads(loss_fn, params, cfg, step)
-    grads = {name: get_xp(p).zeros_like(p) for name, p in params.items()}
+    grads = {name: lm.backend_of(p).zeros_like(p) for name, p in params.items()}
     for j, pg in enumerate(pgs):
         for tensor_id, name in enumerate(sorted(params)):
             z = tensor_noise(params[name], cfg.seed, step, j, tensor_id)  # same z as perturb_

@@ -54,7 +54,7 @@ sit on top of it; the LM's own layers are not the blocks. Why:
     and with L = 1 there would be one block, not T = 10;
   * a shared encoder trained by the blocks' losses would take a gradient from every block and
     back through time: the global backprop NoProp removes. Fixed, the encoder is a random
-    integer recurrent reservoir (brief §A.12, option (b), "echo-state"), and each block's own
+    integer recurrent reservoir (an "echo-state" network), and each block's own
     first layer over x plays the part of each paper block's own image path.
 So the int8 LM never changes under this method (its forward is the integer model, unchanged;
 its ln_out and head are unused) and what learns is float: the T blocks and the head, by
@@ -65,12 +65,12 @@ noise (SNR(0) = 0.001), and with one-hot E its loss is a Brier score, a proper s
 its optimum is p(y | x, z_0), which is p(y | x) up to that SNR. Averaged over K fixed draws:
     [LM-2]  p(y | x) = (1/K) sum_k softmax(S_1(x, z^(k)))_y,  z^(k) ~ N(0, I) drawn once at init
 (S_1: block 1's logits). The chain (Eq. 3) and the head are trained as in the paper and give
-an argmax prediction, but no likelihood: the head sees near-clean z_T and is over-confident
-(brief §A.12). Train loss reported: Eq. 8 (nats), not bits/byte. LM departures: lr 3e-3
+an argmax prediction, but no likelihood: the head sees near-clean z_T and is over-confident.
+Train loss reported: Eq. 8 (nats), not bits/byte. LM departures: lr 3e-3
 (paper 1e-3) for the short CPU run; a minibatch is every position of S windows (2,000 rows).
 
-Measured results, against the reservoir on the same features [LM-1] and windows, and what was
-tried: README "Results".
+The baseline for its bits/byte is the reservoir of forward_forward.py (`--reservoir true`): a
+linear softmax on the same features [LM-1] and windows (results/README.md).
 
 Shapes: B = batch, D = input features, d = label-embedding dim, m = classes, H = block width;
 LM: S = windows per step, N = S x window bytes, F = (L + 1) d_model, K = z0_draws.
@@ -87,75 +87,20 @@ from dataclasses import dataclass
 import numpy as np
 
 import int_rnn_lm as lm
+from forward_forward import make_toy_task   # the same toy task, so the two local methods compare
 
-try:  # optional GPU backend; every array function below is written against `xp`
-    import cupy
-except ImportError:
-    cupy = None
-
-
-@dataclass
-class ToyConfig:
-    seed: int = 0                      # the one seed every generator is derived from
-    T: int = 10                        # number of blocks / diffusion steps (paper: 10)
-    eta: float = 0.1                   # weight of the denoising term in Eq. 8 (paper: 0.1)
-    hidden: int = 256                  # hidden width H of each block's MLP
-    embed_dim: int = 0                 # 0: fixed one-hot E (d = m); > 0: learned E, d = this
-    cos_s: float = 0.008               # offset s of the cosine schedule
-    abar_min: float = 1e-3             # clip of abar_0 (t = 0 is almost pure noise)
-    abar_max: float = 0.99             # clip of abar_T (< 1 keeps SNR(T) finite)
-    lr: float = 1e-3                   # AdamW learning rate (paper: 1e-3)
-    weight_decay: float = 1e-3         # AdamW decoupled weight decay (paper: 1e-3)
-    adam_b1: float = 0.9               # Adam first-moment decay rate
-    adam_b2: float = 0.999             # Adam second-moment decay rate
-    adam_eps: float = 1e-8             # Adam denominator epsilon
-    batch_size: int = 64               # minibatch size (paper: 128)
-    epochs: int = 8                    # passes over the toy training set
-    eval_runs: int = 5                 # stochastic-chain runs averaged at test time
-    # toy task ("noisy prototype digits")
-    n_classes: int = 10                # m
-    n_features: int = 64               # D = m blank border features + D - m binary "pixels"
-    n_modes: int = 3                   # prototypes ("writing styles") per class
-    flip_prob: float = 0.15            # probability that a pixel of the prototype is flipped
-    pixel_noise: float = 0.3           # std of the Gaussian noise added to every pixel
-    n_train: int = 5000                # training examples
-    n_test: int = 2000                 # test examples
-
-
-@dataclass
-class Config:
-    rows: int = 20              # S: windows per step (data rows; the state carries across steps)
-    T: int = 10                 # number of blocks / diffusion steps (paper: 10)
-    eta: float = 0.1            # weight of the denoising term in Eq. 8 (paper: 0.1)
-    hidden: int = 256           # hidden width H of each block's MLP
-    z0_draws: int = 4           # K fixed z_0 draws averaged by the block-1 predictive [LM-2]
-    cos_s: float = 0.008        # offset s of the cosine schedule
-    abar_min: float = 1e-3      # clip of abar_0 (t = 0 is almost pure noise)
-    abar_max: float = 0.99      # clip of abar_T (< 1 keeps SNR(T) finite)
-    lr: float = 3e-3            # AdamW learning rate (paper: 1e-3; 3e-3 for the short CPU run)
-    weight_decay: float = 1e-3  # AdamW decoupled weight decay (paper: 1e-3)
-    adam_b1: float = 0.9        # Adam first-moment decay rate
-    adam_b2: float = 0.999      # Adam second-moment decay rate
-    adam_eps: float = 1e-8      # Adam denominator epsilon
-
-
-# the GPU default run: more windows per step and wider blocks (train.py: D = 256, L = 2)
-GPU_DEFAULTS = dict(rows=256, hidden=512)
+# host generators keyed by (seed, purpose, ...): the purposes
+INIT, TASK, SHUFFLE, BLOCK_NOISE, HEAD_NOISE, EVAL, Z0_DRAWS = 0, 1, 2, 4, 5, 6, 7
 BLOCK_KEYS, HEAD_KEYS = ("W1", "b1", "W2", "b2"), ("Wo", "bo")
 
 
-# --- core: local objective and hand-derived gradients ---
-
-def get_xp(x):
-    """numpy or cupy, whichever module owns array x."""
-    return cupy.get_array_module(x) if cupy is not None else np
-
-
 def make_rng(seed, *keys):
-    """A host generator that is a pure function of (seed, *keys); no global RNG state.
-    First key = purpose: 0 init, 1 task, 2 shuffling, 4 block noise, 5 head noise, 6 eval,
-    7 the LM predictive's z_0 draws."""
+    """A host generator that is a pure function of (seed, purpose, ...); no global RNG state."""
     return np.random.default_rng([seed, *keys])
+
+
+# -----------------------------------------------------------------------------
+# the algorithm: the noise schedule, each block's local denoising loss, the head, Alg. 1
 
 
 def normal(xp, shape, dtype, seed, *keys):
@@ -186,19 +131,19 @@ def block_weight(sched, t, T, eta):
 
 
 def one_hot(y, m, dtype):
-    xp = get_xp(y)
+    xp = lm.backend_of(y)
     return (y[:, None] == xp.arange(m)[None, :]).astype(dtype)   # (B, m)
 
 
 def softmax(s):
-    xp = get_xp(s)
+    xp = lm.backend_of(s)
     e = xp.exp(s - s.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 
 
 def block_logits(block, x, z):
     """Forward pass of one block up to its logits S (B, m), given input x and noisy label z."""
-    xp = get_xp(x)
+    xp = lm.backend_of(x)
     X = xp.concatenate([x, z], axis=1)                            # (B, D + d)
     A = X @ block["W1"] + block["b1"]                             # (B, H)
     return xp.maximum(A, 0.0) @ block["W2"] + block["b2"]         # (B, m)
@@ -214,7 +159,7 @@ def noprop_block_loss_and_grads(block, E, x, y, eps, w, abar_prev, embed_grad=Tr
 
     x: (B, D) input, y: (B,) labels, eps: (B, d) noise for z_{t-1}, abar_prev = abar_{t-1}.
     Returns (loss, grads) with grads for W1, b1, W2, b2 and, if embed_grad, E."""
-    xp = get_xp(x)
+    xp = lm.backend_of(x)
     B, D = x.shape
     Y = one_hot(y, E.shape[0], x.dtype)                           # (B, m)
     U = Y @ E                                                     # (B, d) targets u_y
@@ -242,7 +187,7 @@ def noprop_head_loss_and_grads(head, E, y, eps, abar_T, abar_0, embed_grad=True)
 
     eps: (B, d) noise for z_T. Returns (ce, kl, grads) with grads for W_o, b_o and, if
     embed_grad, E."""
-    xp = get_xp(E)
+    xp = lm.backend_of(E)
     B, d = eps.shape
     Y = one_hot(y, E.shape[0], E.dtype)                           # (B, m)
     U = Y @ E                                                     # (B, d)
@@ -260,27 +205,11 @@ def noprop_head_loss_and_grads(head, E, y, eps, abar_T, abar_0, embed_grad=True)
     return ce, kl, grads
 
 
-def init_adam(params):
-    xp = get_xp(params[next(iter(params))])
-    return {"m": {k: xp.zeros_like(v) for k, v in params.items()},
-            "v": {k: xp.zeros_like(v) for k, v in params.items()}}
-
-
-def adamw_step(params, grads, state, step, cfg):
-    """In-place AdamW update of every key of params (grads may hold extra keys, e.g. E).
-    Decoupled decay on every parameter, biases included, as torch's default group."""
-    xp = get_xp(params[next(iter(params))])
-    b1, b2 = cfg.adam_b1, cfg.adam_b2
-    for k in params:
-        g, m, v = grads[k], state["m"][k], state["v"][k]
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * g * g
-        m_hat = m / (1 - b1 ** step)
-        v_hat = v / (1 - b2 ** step)
-        params[k] -= cfg.lr * (m_hat / (xp.sqrt(v_hat) + cfg.adam_eps)
-                               + cfg.weight_decay * params[k])
+def adamw(params, grads, moments, step, cfg):
+    """The paper's optimiser: AdamW on every key of params (grads may hold extra keys, e.g. E),
+    decoupled decay on every parameter, biases included, as torch's default group."""
+    lm.adam_step(params, grads, moments, step, cfg.lr, (cfg.adam_b1, cfg.adam_b2), cfg.adam_eps,
+                 cfg.weight_decay)
 
 
 def init_blocks_and_head(rng, T, D, d, m, H, xp):
@@ -296,34 +225,16 @@ def init_blocks_and_head(rng, T, D, d, m, H, xp):
     return blocks, head
 
 
-def init_params(cfg, D, xp):
-    """T blocks, the head and the embedding matrix E (host-drawn: both backends identical)."""
-    rng = make_rng(cfg.seed, 0)
-    m = cfg.n_classes
-    if cfg.embed_dim == 0:
-        E = np.eye(m)                                             # fixed one-hot embeddings
-    else:  # learned: random unit-norm rows (v2: comparable to orthogonal / prototype init)
-        E = rng.standard_normal((m, cfg.embed_dim))
-        E /= np.linalg.norm(E, axis=1, keepdims=True)
-    blocks, head = init_blocks_and_head(rng, cfg.T, D, E.shape[1], m, cfg.hidden, xp)
-    return {"blocks": blocks, "head": head, "E": {"E": xp.asarray(E, dtype=xp.float32)}}
-
-
-def init_opt(params):
-    return {"blocks": [init_adam(b) for b in params["blocks"]],
-            "head": init_adam(params["head"]), "E": init_adam(params["E"])}
-
-
 def noprop_block_step(params, opt, t, x, y, sched, step, cfg, seed, learn_embed):
     """Train block t alone for one minibatch. Returns its loss and its gradient for E (None
     when E is fixed)."""
-    xp = get_xp(x)
+    xp = lm.backend_of(x)
     E = params["E"]["E"]
-    eps = normal(xp, (len(y), E.shape[1]), x.dtype, seed, 4, step, t)  # (B, d)
+    eps = normal(xp, (len(y), E.shape[1]), x.dtype, seed, BLOCK_NOISE, step, t)  # (B, d)
     loss, grads = noprop_block_loss_and_grads(
         params["blocks"][t - 1], E, x, y, eps, block_weight(sched, t, cfg.T, cfg.eta),
         float(sched["abar"][t - 1]), embed_grad=learn_embed)
-    adamw_step(params["blocks"][t - 1], grads, opt["blocks"][t - 1], step, cfg)
+    adamw(params["blocks"][t - 1], grads, opt["blocks"][t - 1], step, cfg)
     return loss, grads.get("E")
 
 
@@ -333,19 +244,19 @@ def noprop_train_step(params, opt, x, y, sched, step, cfg, seed, learn_embed):
 
     Every block samples its own z_{t-1} from q, so no block reads another block's output.
     Noise is keyed by (seed, purpose, step, t); step counts from 1."""
-    xp = get_xp(x)
+    xp = lm.backend_of(x)
     E = params["E"]["E"]
     abar_0, abar_T = float(sched["abar"][0]), float(sched["abar"][cfg.T])
     losses, ces = [], []
     for t in range(1, cfg.T + 1):
         loss, g_E = noprop_block_step(params, opt, t, x, y, sched, step, cfg, seed, learn_embed)
-        eps = normal(xp, (len(y), E.shape[1]), x.dtype, seed, 5, step, t)   # (B, d)
+        eps = normal(xp, (len(y), E.shape[1]), x.dtype, seed, HEAD_NOISE, step, t)   # (B, d)
         ce, kl, grads = noprop_head_loss_and_grads(params["head"], E, y, eps, abar_T, abar_0,
                                                    embed_grad=learn_embed)
         sub = (step - 1) * cfg.T + t  # Adam step count: head and E are updated T times a batch
-        adamw_step(params["head"], grads, opt["head"], sub, cfg)
+        adamw(params["head"], grads, opt["head"], sub, cfg)
         if learn_embed:  # in place: the next block already sees the updated E
-            adamw_step(params["E"], {"E": g_E + grads["E"]}, opt["E"], sub, cfg)
+            adamw(params["E"], {"E": g_E + grads["E"]}, opt["E"], sub, cfg)
         losses.append(float(loss))  # note: a CPU-GPU sync point on cupy
         ces.append(float(ce))
     return {"block": losses, "ce": float(np.mean(ces)), "kl": float(kl)}
@@ -354,7 +265,7 @@ def noprop_train_step(params, opt, x, y, sched, step, cfg, seed, learn_embed):
 def noprop_chain(params, x, sched, rng=None):
     """Eq. 3 inference chain from z_0 to z_T. rng=None runs it deterministically (z_0 = 0,
     eps = 0; our extra readout). Returns the head's logits on z_T and block 1's softmax."""
-    xp = get_xp(x)
+    xp = lm.backend_of(x)
     E = params["E"]["E"]
     shape = (len(x), E.shape[1])                                  # (B, d)
     draw = lambda: xp.asarray(rng.standard_normal(shape), dtype=x.dtype)  # noqa: E731
@@ -370,13 +281,14 @@ def noprop_chain(params, x, sched, rng=None):
     head = params["head"]
     return z @ head["Wo"] + head["bo"], P_1                       # Eq. 14 logits, (B, m)
 
+# -----------------------------------------------------------------------------
+# on the integer LM: a fixed integer encoder, NoProp-DT blocks on top [LM-1]
 
-# --- the integer LM: a fixed integer encoder, NoProp-DT blocks on top ---
 
 def features(acts):
     """[LM-1] x = [rms(emb) | rms(y_1) | ... | rms(y_L)]: the integer LM's activities, each
     (N, T, D) q4 int32 -> (N T, (L + 1) D) float32."""
-    xp = get_xp(acts[0])
+    xp = lm.backend_of(acts[0])
     D = acts[0].shape[-1]
     flat = [a.reshape(-1, D).astype(xp.float32) for a in acts]
     return xp.concatenate([a / xp.sqrt(xp.mean(a * a, axis=1, keepdims=True) + 1e-8)
@@ -389,6 +301,30 @@ def net_view(state, T, prefix=""):
     return {"blocks": [{k: state[f"{prefix}block{t}.{k}"] for k in BLOCK_KEYS}
                        for t in range(1, T + 1)],
             "head": {k: state[f"{prefix}head.{k}"] for k in HEAD_KEYS}}
+
+# -----------------------------------------------------------------------------
+# the method interface train.py calls (README "The method interface")
+
+
+@dataclass
+class Config:
+    rows: int = 20              # S: windows per step (data rows; the state carries across steps)
+    T: int = 10                 # number of blocks / diffusion steps (paper: 10)
+    eta: float = 0.1            # weight of the denoising term in Eq. 8 (paper: 0.1)
+    hidden: int = 256           # hidden width H of each block's MLP
+    z0_draws: int = 4           # K fixed z_0 draws averaged by the block-1 predictive [LM-2]
+    cos_s: float = 0.008        # offset s of the cosine schedule
+    abar_min: float = 1e-3      # clip of abar_0 (t = 0 is almost pure noise)
+    abar_max: float = 0.99      # clip of abar_T (< 1 keeps SNR(T) finite)
+    lr: float = 3e-3            # AdamW learning rate (paper: 1e-3; 3e-3 for the short CPU run)
+    weight_decay: float = 1e-3  # AdamW decoupled weight decay (paper: 1e-3)
+    adam_b1: float = 0.9        # Adam first-moment decay rate
+    adam_b2: float = 0.999      # Adam second-moment decay rate
+    adam_eps: float = 1e-8      # Adam denominator epsilon
+
+
+# train.py's run on each device: the GPU takes more windows per step and wider blocks
+DEFAULTS = {"cuda": dict(rows=256, hidden=512)}
 
 
 def check_config(cfg):
@@ -412,17 +348,17 @@ def num_sequences(cfg):
     return cfg.rows
 
 
-def init(params, cfg, mcfg, seed):
+def init(params, cfg, mcfg, seed, world):
     """State: the carried hidden state, the T blocks and the head (float32) with their AdamW
     moments, and the K fixed z_0 draws of the predictive [LM-2]. The int8 LM is not copied:
     it is the fixed encoder."""
     check_config(cfg)
     xp = lm.backend_of(params["emb"])
-    rng = make_rng(seed, 0)
+    rng = make_rng(seed, INIT)
     F = (mcfg.n_layers + 1) * mcfg.d_model
     blocks, head = init_blocks_and_head(rng, cfg.T, F, lm.VOCAB, lm.VOCAB, cfg.hidden, xp)
     state = {"hidden": lm.zero_hidden(mcfg, cfg.rows, xp),             # (L, S, D) int8
-             "z0": normal(xp, (cfg.z0_draws, lm.VOCAB), xp.float32, seed, 7)}  # (K, 256)
+             "z0": normal(xp, (cfg.z0_draws, lm.VOCAB), xp.float32, seed, Z0_DRAWS)}  # (K, 256)
     for t, block in enumerate(blocks, start=1):
         state.update({f"block{t}.{k}": v for k, v in block.items()})
     state.update({f"head.{k}": v for k, v in head.items()})
@@ -432,7 +368,7 @@ def init(params, cfg, mcfg, seed):
     return state
 
 
-def step(params, state, batch, t, cfg, mcfg, seed):
+def step(params, state, batch, t, cfg, mcfg, seed, world):
     """One NoProp-DT minibatch (Alg. 1) on windows batch = (tokens (S, T + 1), reset): the
     fixed integer LM encodes the windows [LM-1], then every block and the head take their
     local steps. params is returned unchanged; the caller's state is not modified."""
@@ -476,23 +412,54 @@ def predict(params, state, mcfg):
         return log2p.reshape(*tokens.shape, lm.VOCAB), hidden
     return fn
 
+# -----------------------------------------------------------------------------
+# the toy demo: NoProp-DT on a small classification task, `python noprop.py`
 
-# --- toy classification task ---
 
-def make_toy_task(cfg, split):
-    """"Noisy prototype digits": each class has n_modes random binary pixel patterns; an
-    example is one of them with flipped pixels and Gaussian noise. The first m features are
-    a blank border (kept identical to forward_forward.py's task). split: 0 train, 1 test."""
-    C, P = cfg.n_classes, cfg.n_features - cfg.n_classes
-    protos = make_rng(cfg.seed, 1).random((C, cfg.n_modes, P)) < 0.5  # (C, M, P) shared
-    rng = make_rng(cfg.seed, 1, split)
-    n = cfg.n_train if split == 0 else cfg.n_test
-    y = rng.integers(0, C, n)                                     # (n,)
-    mode = rng.integers(0, cfg.n_modes, n)                        # (n,)
-    pixels = protos[y, mode] ^ (rng.random((n, P)) < cfg.flip_prob)  # (n, P)
-    x = np.zeros((n, cfg.n_features), dtype=np.float32)           # (n, D)
-    x[:, C:] = pixels + cfg.pixel_noise * rng.standard_normal((n, P))
-    return x, y
+@dataclass
+class ToyConfig:
+    seed: int = 0                      # the one seed every generator is derived from
+    T: int = 10                        # number of blocks / diffusion steps (paper: 10)
+    eta: float = 0.1                   # weight of the denoising term in Eq. 8 (paper: 0.1)
+    hidden: int = 256                  # hidden width H of each block's MLP
+    embed_dim: int = 0                 # 0: fixed one-hot E (d = m); > 0: learned E, d = this
+    cos_s: float = 0.008               # offset s of the cosine schedule
+    abar_min: float = 1e-3             # clip of abar_0 (t = 0 is almost pure noise)
+    abar_max: float = 0.99             # clip of abar_T (< 1 keeps SNR(T) finite)
+    lr: float = 1e-3                   # AdamW learning rate (paper: 1e-3)
+    weight_decay: float = 1e-3         # AdamW decoupled weight decay (paper: 1e-3)
+    adam_b1: float = 0.9               # Adam first-moment decay rate
+    adam_b2: float = 0.999             # Adam second-moment decay rate
+    adam_eps: float = 1e-8             # Adam denominator epsilon
+    batch_size: int = 64               # minibatch size (paper: 128)
+    epochs: int = 8                    # passes over the toy training set
+    eval_runs: int = 5                 # stochastic-chain runs averaged at test time
+    # toy task ("noisy prototype digits")
+    n_classes: int = 10                # m
+    n_features: int = 64               # D = m blank border features + D - m binary "pixels"
+    n_modes: int = 3                   # prototypes ("writing styles") per class
+    flip_prob: float = 0.15            # probability that a pixel of the prototype is flipped
+    pixel_noise: float = 0.3           # std of the Gaussian noise added to every pixel
+    n_train: int = 5000                # training examples
+    n_test: int = 2000                 # test examples
+
+
+def init_params(cfg, D, xp):
+    """T blocks, the head and the embedding matrix E (host-drawn: both backends identical)."""
+    rng = make_rng(cfg.seed, INIT)
+    m = cfg.n_classes
+    if cfg.embed_dim == 0:
+        E = np.eye(m)                                             # fixed one-hot embeddings
+    else:  # learned: random unit-norm rows (v2: comparable to orthogonal / prototype init)
+        E = rng.standard_normal((m, cfg.embed_dim))
+        E /= np.linalg.norm(E, axis=1, keepdims=True)
+    blocks, head = init_blocks_and_head(rng, cfg.T, D, E.shape[1], m, cfg.hidden, xp)
+    return {"blocks": blocks, "head": head, "E": {"E": xp.asarray(E, dtype=xp.float32)}}
+
+
+def init_opt(params):
+    return {"blocks": [lm.adam_moments(b) for b in params["blocks"]],
+            "head": lm.adam_moments(params["head"]), "E": lm.adam_moments(params["E"])}
 
 
 def train_toy(cfg, xp=np):
@@ -503,7 +470,7 @@ def train_toy(cfg, xp=np):
     opt = init_opt(params)
     step = 0
     for epoch in range(cfg.epochs):
-        perm = make_rng(cfg.seed, 2, epoch).permutation(cfg.n_train)
+        perm = make_rng(cfg.seed, SHUFFLE, epoch).permutation(cfg.n_train)
         history = []
         for i in range(0, cfg.n_train - cfg.batch_size + 1, cfg.batch_size):
             step += 1
@@ -525,15 +492,13 @@ def evaluate(params, cfg, xp=np):
     acc = lambda scores: float((scores.argmax(axis=1) == y_te).mean())  # noqa: E731
     stoch, block1 = [], []
     for run in range(cfg.eval_runs):
-        logits, P_1 = noprop_chain(params, x_te, sched, make_rng(cfg.seed, 6, run))
+        logits, P_1 = noprop_chain(params, x_te, sched, make_rng(cfg.seed, EVAL, run))
         stoch.append(acc(logits))
         block1.append(acc(P_1))
     det_logits, _ = noprop_chain(params, x_te, sched, None)
     return {"stochastic": float(np.mean(stoch)), "deterministic": acc(det_logits),
             "block1": float(np.mean(block1))}
 
-
-# --- demo ---
 
 if __name__ == "__main__":
     cfg = ToyConfig()

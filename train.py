@@ -1,51 +1,53 @@
 r"""Train the integer RNN LM with any method in this repo: one entry point, one interface.
 
     $ python train.py --method eggroll                 # CPU default: about 2 minutes on 2 cores
-    $ python train.py --method eggroll --device cuda   # GPU default (D = 256): about 10 minutes
+    $ python train.py --method eggroll --budget_s 600  # as far as 10 minutes go
     $ python train.py --method mezo --help             # every flag, the method's with comments
-    $ python train.py --method eggroll --budget_s 600  # the best model in 10 minutes
+    $ python train.py --resume out/eggroll/ckpt_last.npz --steps 800   # continue a run
     $ python train.py --sample out/eggroll/ckpt_best.npz --prompt "ROMEO:"
-    $ mpirun -n 2 python train.py --method eggroll     # one run over 2 processes (README "Scaling out")
+    $ mpiexec -n 2 python train.py --method eggroll    # one run over 2 processes
 
 A method is a module with (README "The method interface"):
-    Config                         dataclass; each field becomes a --flag (its comment the help)
-    GPU_DEFAULTS                   Config overrides for the GPU default run
-    RUN_DEFAULTS  [optional]       {"cpu": {...}, "cuda": {...}} overrides of train.py's run
-                                   defaults (steps, seq_len, eval_every, ...) for this method
-    check_config(cfg)              raises ValueError on invalid values
-    num_sequences(cfg) -> S        data rows it wants per step
-    init(params, cfg, mcfg, seed) -> state                  dict of arrays (checkpointed)
-    step(params, state, (tokens, reset), t, cfg, mcfg, seed) -> (params, state, stats)
+    Config                      dataclass; each field becomes a --flag, its comment the help
+    DEFAULTS  [optional]        {"cpu": {...}, "cuda": {...}}: the run settings and Config
+                                fields the method overrides on each device
+    check_config(cfg)           raises ValueError on invalid values
+    num_sequences(cfg) -> S     data rows it reads per step
+    init(params, cfg, mcfg, seed, world) -> state                   a dict of arrays
+    step(params, state, (tokens, reset), t, cfg, mcfg, seed, world) -> (params, state, stats)
     predict(params, state, mcfg) -> fn(tokens, hidden) -> (log2 p, hidden)   [optional]
-    check_split(cfg, K), PER_MEMBER_STATE   [optional: the method runs under mpirun; then init
-                                   and step take world=, an int_rnn_lm.OneProcess or MPIWorld]
-    follows_horizon(cfg) -> bool   [optional: a step depends on cfg.horizon, which train.py sets
-                                   to the run's steps; a resume under another plan is refused]
-stats holds at least "loss" (train bits/byte or the method's loss) and "member_tokens" (bytes
-scored this step, summed over members); values may stay on the device (0-d arrays) until a log
-step converts them, so a step needs no host sync. Everything random derives from --seed and the step, so
-`--resume out/<method>/ckpt_last.npz` continues bit-identically.
+    check_split(cfg, K), PER_MEMBER_STATE   [optional: the method runs under mpirun]
+stats holds at least "loss" and "member_tokens" (bytes scored this step, summed over members);
+its values may stay on the device until a log step reads them. Everything random derives from
+--seed and the step, so `--resume CKPT` continues bit-identically.
 
-Outputs in --out/<method>/: log.csv, loss.png, sample.txt, ckpt_last.npz, ckpt_best.npz.
+Outputs in OUT/<method>/: log.csv, sample.txt, summary.json, ckpt_last.npz, ckpt_best.npz and
+loss.png. A fresh run never writes into a directory that holds another run's outputs.
+
+The file, in order: the command line; devices; data; processes (mpirun); checkpoints; outputs;
+the commands that do not train (--sample, --compare); the run: set-up, loop, finish.
 """
 import os
 
-# The model's GEMMs are small and many: one BLAS thread per process was 2.5-4x faster than
-# OpenBLAS's default on our 2-core machine whenever anything else ran (61k vs 23k member-tok/s
-# for EGGROLL). Set before numpy loads; an explicit OPENBLAS_NUM_THREADS in the environment wins.
+# one BLAS thread per process: the model's GEMMs are small and many, and so are the processes
+# that share the cores (results/README.md, "Throughput"). An explicit setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import csv
 import dataclasses
+import datetime
 import hashlib
 import importlib
 import inspect
 import json
 import math
+import platform
 import re
+import subprocess
 import sys
 import time
+import typing
 import zipfile
 
 import numpy as np
@@ -54,8 +56,7 @@ import int_rnn_lm as lm
 
 METHODS = ("eggroll", "es_naive", "mezo", "forward_forward", "noprop")
 
-# the run's own settings, per device; a method may override them (its RUN_DEFAULTS) and its
-# Config has the rest (and GPU_DEFAULTS)
+# the run's own settings on each device; a method's DEFAULTS may override them
 RUN_DEFAULTS = {
     "cpu": dict(steps=120, d_model=64, n_layers=1, seq_len=100, eval_every=20, log_every=5,
                 val_windows=64, val_len=256),
@@ -63,7 +64,7 @@ RUN_DEFAULTS = {
                  val_windows=256, val_len=512),
 }
 RUN_HELP = {
-    "steps": "training steps (overrides the device default)",
+    "steps": "training steps",
     "d_model": "model width D (multiple of 16)",
     "n_layers": "number of GRU+MLP blocks L",
     "seq_len": "bytes per training window; the hidden state carries across windows",
@@ -72,6 +73,19 @@ RUN_HELP = {
     "val_windows": "number of fixed validation windows",
     "val_len": "bytes per validation window (zero initial state)",
 }
+# what a resumed run may change: when it stops, how often it reports, how it computes
+RESUME_MAY_CHANGE = {"steps", "budget_s", "eval_every", "log_every", "threads", "device",
+                     "out", "sample_bytes", "overwrite"}
+OUTPUT_FILES = ("log.csv", "loss.png", "sample.txt", "summary.json", "ckpt_last.npz",
+                "ckpt_best.npz")
+EXAMPLES = """examples:
+  python train.py --method eggroll                        # the CPU default run, ~2 minutes
+  python train.py --method eggroll --budget_s 600 --out out/10min
+  python train.py --method es_naive --seed 1 --out out/seed1
+  python train.py --resume out/eggroll/ckpt_last.npz --steps 800
+  python train.py --sample out/eggroll/ckpt_best.npz --prompt "ROMEO:"
+  python train.py --compare out --reference results/nano_egg_cpu.csv
+  mpiexec -n 2 python train.py --method eggroll           # pip install mpi4py mpich"""
 
 # -----------------------------------------------------------------------------
 # command line: built from the method's Config; any bad input is one line and exit code 2
@@ -83,7 +97,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def fail(message):
-    """Every rank reaches the same check, so under mpirun all ranks exit together; one prints."""
+    """Every process reaches the same check, so under mpirun all exit together; one prints."""
     if WORLD.rank == 0:
         print(f"train.py: error: {message}", file=sys.stderr, flush=True)
     sys.exit(2)
@@ -110,24 +124,41 @@ def positive_int(text):
     return v
 
 
+def positive_float(text):
+    v = float(text)
+    if not v > 0 or math.isinf(v):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return v
+
+
 def build_parser(method=None):
     p = ArgumentParser(description="Train the integer RNN LM without backpropagation.",
-                       allow_abbrev=False, add_help=method is not None)
-    p.add_argument("--method", default="eggroll", help=f"one of {', '.join(METHODS)}")
+                       allow_abbrev=False, add_help=False, epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-h", "--help", action="store_true", help="show this help and exit")
+    p.add_argument("--method", default=None, choices=METHODS,
+                   help="the training method (default eggroll; --resume: the checkpoint's)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: the GPU (CuPy) when usable, else the CPU (NumPy)")
-    p.add_argument("--seed", type=int, default=0, help="the one seed all randomness derives from")
-    p.add_argument("--data", default=lm.DEFAULT_DATA, help="any file, read as bytes")
-    p.add_argument("--out", default="out", help="outputs go to OUT/<method>/")
-    p.add_argument("--resume", default="", help="a ckpt_*.npz to continue from")
-    p.add_argument("--budget_s", type=float, default=0.0,
-                   help="stop after this many seconds of training (0: no limit); without "
-                        "--steps the run plans its steps (the schedules' horizon) to fit")
+    p.add_argument("--seed", type=int, default=None, help="the one seed all randomness "
+                   "derives from (default 0)")
+    p.add_argument("--data", default=None, help="any file, read as bytes (default: the "
+                   "shipped data/tinyshakespeare.txt)")
+    p.add_argument("--out", default=None, help="outputs go to OUT/<method>/ (default out; "
+                   "--resume: the checkpoint's directory)")
+    p.add_argument("--overwrite", action="store_true", help="let a fresh run replace the "
+                   "outputs of another run in its directory")
+    p.add_argument("--resume", default="", metavar="CKPT", help="continue the run of a "
+                   "ckpt_*.npz, with its method and configuration")
+    p.add_argument("--budget_s", type=positive_float, default=None,
+                   help="stop after this many seconds of training; without --steps the run "
+                        "goes on until then")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads evaluating a batch's rows (default: the cores this process "
-                        "may use, shared among the MPI ranks on its node); results do not "
+                        "may use, shared among the MPI processes on its node); results do not "
                         "depend on it")
-    p.add_argument("--sample_bytes", type=int, default=400, help="length of sample.txt")
+    p.add_argument("--sample_bytes", type=int, default=None, help="length of sample.txt "
+                   "(default 400)")
     p.add_argument("--compare", default="", metavar="DIR",
                    help="no training: plot DIR/compare.png and print the results table")
     p.add_argument("--reference", default="", metavar="CSV[,CSV]",
@@ -138,67 +169,273 @@ def build_parser(method=None):
     p.add_argument("--prompt", default="\n", help="with --sample: the text to continue")
     p.add_argument("--temperature", type=float, default=1.0, help="with --sample: softmax "
                    "temperature (1: the model's distribution)")
+    g = p.add_argument_group("the run (the method's defaults per device in brackets)")
     for name, text in RUN_HELP.items():
         cpu, cuda = (run_defaults(method, d)[name] for d in ("cpu", "cuda"))
-        p.add_argument(f"--{name}", type=positive_int, default=None,
-                       help=f"{text} (cpu {cpu}, cuda {cuda})")
+        g.add_argument(f"--{name}", type=positive_int, default=None,
+                       help=f"{text} (cpu {cpu}, cuda {cuda})" if method else text)
     if method is not None:
         g = p.add_argument_group(f"{method.__name__}.Config")
         comments = field_comments(method.Config)
-        gpu = getattr(method, "GPU_DEFAULTS", {})
+        gpu = getattr(method, "DEFAULTS", {}).get("cuda", {})
         for f in dataclasses.fields(method.Config):
-            kind = parse_bool if f.type in (bool, "bool") else type(f.default)
             extra = f"; cuda {gpu[f.name]}" if f.name in gpu else ""
-            g.add_argument(f"--{f.name}", type=kind, default=None,
+            choices = typing.get_args(f.type) if typing.get_origin(f.type) is typing.Literal \
+                else None
+            kind = parse_bool if f.type in (bool, "bool") else type(f.default)
+            g.add_argument(f"--{f.name}", type=kind, default=None, choices=choices,
                            help=f"{comments.get(f.name, '')} (default {f.default}{extra})")
     return p
 
 
+def overview():
+    """`python train.py --help` without --method: the methods and how to get their flags."""
+    lines = [build_parser().format_usage(), "Train the integer RNN LM without "
+             "backpropagation. Methods (python train.py --method M --help lists M's flags):"]
+    for name in METHODS:
+        doc = (importlib.import_module(name).__doc__ or "").strip().splitlines()[0]
+        lines.append(f"  {name:16s} {doc}")
+    return "\n".join(lines) + "\n\n" + build_parser().format_help().split("\n\n", 1)[1]
+
+
 def parse_args(argv):
+    """-> (args, method module, checkpoint or None). The method comes from --method, or from
+    the checkpoint of --resume; flags left out are None."""
     first, _ = build_parser().parse_known_args(argv)
-    if first.method not in METHODS:
-        fail(f"unknown method {first.method!r}; choose one of {', '.join(METHODS)}")
-    method = importlib.import_module(first.method)
-    args = build_parser(method).parse_args(argv)
-    return args, method
+    if first.help and first.method is None and not first.resume:
+        print(overview())
+        sys.exit(0)
+    ckpt = None
+    name = first.method or "eggroll"
+    if first.resume:
+        ckpt = load_checkpoint(first.resume, np, arrays=False)
+        name = ckpt["meta"].get("method")
+        if name not in METHODS:
+            fail(f"{first.resume} is not a train.py checkpoint")
+        if first.method and first.method != name:
+            fail(f"checkpoint {first.resume} is a {name} run, not {first.method}: "
+                 f"leave out --method to resume it")
+    method = importlib.import_module(name)
+    parser = build_parser(method)
+    args = parser.parse_args(argv)
+    if args.help:
+        parser.print_help()
+        sys.exit(0)
+    args.method, args.argv = name, argv
+    return args, method, ckpt
 
 
 def run_defaults(method, device):
-    """train.py's run settings for the device, overridden by the method's own sizing."""
-    return {**RUN_DEFAULTS[device], **getattr(method, "RUN_DEFAULTS", {}).get(device, {})}
+    """train.py's run settings for the device, overridden by the method's own."""
+    own = getattr(method, "DEFAULTS", {}).get(device, {}) if method else {}
+    return {**RUN_DEFAULTS[device], **{k: v for k, v in own.items() if k in RUN_HELP}}
 
 
-def resolve(args, method, device):
-    """Device defaults, then the user's flags, for the run, the model and the method."""
-    run = run_defaults(method, device)
-    run.update({k: getattr(args, k) for k in RUN_HELP if getattr(args, k) is not None})
-    values = dataclasses.asdict(method.Config())
-    if device == "cuda":
-        values.update(getattr(method, "GPU_DEFAULTS", {}))
-    values.update({k: getattr(args, k) for k in values if getattr(args, k) is not None})
+def default_config(method, device):
+    """The method's Config with its DEFAULTS for the device."""
+    own = getattr(method, "DEFAULTS", {}).get(device, {})
+    fields = {f.name for f in dataclasses.fields(method.Config)}
+    return method.Config(**{k: v for k, v in own.items() if k in fields})
+
+
+def resolve(args, method, device, ckpt):
+    """Device defaults (or the checkpoint's settings), then the user's flags -> the run
+    settings, the model config and the method config."""
+    if ckpt:
+        meta = ckpt["meta"]
+        run, values = dict(meta["run"]), dict(meta["method_config"])
+        given = given_flags(args, method)
+        changed = {k: v for k, v in given.items() if k not in RESUME_MAY_CHANGE
+                   and {**run, **values, "seed": meta["seed"], "data": meta["data"]}.get(k) != v}
+        if changed:
+            k, v = next(iter(changed.items()))
+            fail(f"--{k} {v}: a resumed run keeps its checkpoint's {k} "
+                 f"({ {**run, **values, 'seed': meta['seed'], 'data': meta['data']}[k]}); "
+                 f"only {', '.join('--' + f for f in sorted(RESUME_MAY_CHANGE))} may change")
+        run.update({k: v for k, v in given.items() if k in run})
+        seed, data = meta["seed"], meta["data"]
+    else:
+        run = run_defaults(method, device)
+        values = dataclasses.asdict(default_config(method, device))
+        given = given_flags(args, method)
+        run.update({k: v for k, v in given.items() if k in run})
+        values.update({k: v for k, v in given.items() if k in values})
+        run["budget_s"] = args.budget_s
+        run["sample_bytes"] = 400 if args.sample_bytes is None else args.sample_bytes
+        if args.budget_s and args.steps is None:
+            run["steps"] = None                        # the budget alone ends the run
+        seed = 0 if args.seed is None else args.seed
+        data = os.path.abspath(args.data or DEFAULT_DATA)
     cfg = method.Config(**values)
     mcfg = lm.ModelConfig(d_model=run["d_model"], n_layers=run["n_layers"])
     lm.check_model_config(mcfg)
     method.check_config(cfg)
-    return run, mcfg, cfg
+    return run, mcfg, cfg, seed, data
+
+
+def given_flags(args, method):
+    """The run, model and method flags the command line set (None: left out)."""
+    names = list(RUN_HELP) + [f.name for f in dataclasses.fields(method.Config)]
+    names += ["seed", "data", "budget_s", "sample_bytes"]
+    given = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    if "data" in given:
+        given["data"] = os.path.abspath(given["data"])
+    return given
 
 # -----------------------------------------------------------------------------
-# processes: `mpirun -n K python train.py ...` is one run over K processes. Rank r evaluates its
-# share of the population (or of MeZO's directions), one Allgather per step joins the fitness,
-# and every rank applies the same update from the same counter-hash noise: the parameters are
-# never sent, yet stay bit-identical on every rank (checked by hash at every eval step).
+# devices: NumPy on the CPU, CuPy on a GPU, one code path
 
+
+def gpu_usable():
+    """True when cupy imports, sees a GPU and can run a tiny kernel there."""
+    try:
+        import cupy
+        return bool(cupy.cuda.is_available()) and int(cupy.arange(3).sum()) == 3
+    except Exception:  # no cupy, no driver, no device: all mean "CPU only"
+        return False
+
+
+def get_backend(device="auto"):
+    """The array module for --device auto|cpu|cuda."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
+    if device == "cpu" or (device == "auto" and not gpu_usable()):
+        return np
+    if not gpu_usable():
+        raise ValueError("--device cuda: no usable GPU (is cupy-cuda12x/13x installed?)")
+    import cupy
+    return cupy
+
+# -----------------------------------------------------------------------------
+# data: bytes of a text file, a fixed 90/10 split, windows with carried state
+
+
+DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+                            "tinyshakespeare.txt")
+
+
+def load_bytes(path):
+    """The bytes of any file, as uint8. Errors name the file."""
+    if not os.path.isfile(path):
+        raise ValueError(f"data file not found: {path}")
+    with open(path, "rb") as f:
+        data = np.frombuffer(f.read(), dtype=np.uint8)
+    if len(data) == 0:
+        raise ValueError(f"data file is empty: {path}")
+    return data
+
+
+def split_train_val(data):
+    """The last 10 % of the bytes is validation."""
+    n_val = len(data) // 10
+    return data[: len(data) - n_val], data[len(data) - n_val:]
+
+
+def min_data_bytes(n_rows, seq_len, val_len):
+    """Smallest file for which every training row holds one window and val holds one window."""
+    need_train = n_rows * (seq_len + 1)
+    return max(need_train + need_train // 9 + 1, 10 * (val_len + 1))
+
+
+def check_data_size(data, path, n_rows, seq_len, val_len):
+    need = min_data_bytes(n_rows, seq_len, val_len)
+    if len(data) < need:
+        raise ValueError(f"data file {path} has {len(data)} bytes; need at least {need} "
+                         f"({n_rows} rows x {seq_len + 1}-byte windows for training after a "
+                         f"90/10 split, and one {val_len + 1}-byte validation window)")
+
+
+class TrainStream:
+    """Training windows with carried state.
+
+    The train split is cut into n_rows contiguous rows; at step t row r yields bytes
+    [k T, k T + T + 1) of its row, k = t mod K, so consecutive steps continue each row and the
+    hidden state carries across them. `reset` is True when the rows start over (k == 0).
+    The data position is a pure function of t, so a resumed run reads the same bytes."""
+
+    def __init__(self, train, n_rows, seq_len, xp=np):
+        self.row_len = len(train) // n_rows
+        self.windows_per_row = (self.row_len - 1) // seq_len
+        if self.windows_per_row < 1:
+            raise ValueError(f"train split of {len(train)} bytes is too short for {n_rows} rows "
+                             f"of {seq_len + 1}-byte windows")
+        self.rows = train[: n_rows * self.row_len].reshape(n_rows, self.row_len)
+        self.seq_len, self.xp = seq_len, xp
+
+    def batch(self, t):
+        """(tokens (n_rows, T + 1) uint8 on xp, reset: bool)."""
+        k = t % self.windows_per_row
+        window = self.rows[:, k * self.seq_len: k * self.seq_len + self.seq_len + 1]
+        return self.xp.asarray(np.ascontiguousarray(window)), k == 0
+
+
+def val_windows(val, n_windows, length, xp=np):
+    """A fixed set of n evenly spaced windows of length + 1 bytes from the val split."""
+    if len(val) < length + 1:
+        raise ValueError(f"validation split has {len(val)} bytes, need {length + 1}")
+    starts = np.linspace(0, len(val) - length - 1, n_windows).astype(np.int64)
+    return xp.asarray(np.stack([val[s: s + length + 1] for s in starts]))   # (n, length + 1)
+
+
+def ngram_baselines(train, val, smoothing=0.01):
+    """Bits/byte on val of add-`smoothing` unigram and bigram models fit on train."""
+    uni = np.bincount(train, minlength=lm.VOCAB) + smoothing
+    uni_bpb = -np.mean(np.log2(uni / uni.sum())[val])
+    bi = np.zeros((lm.VOCAB, lm.VOCAB))
+    np.add.at(bi, (train[:-1], train[1:]), 1)
+    bi += smoothing
+    bi_lp = np.log2(bi / bi.sum(axis=1, keepdims=True))
+    bi_bpb = -np.mean(bi_lp[val[:-1], val[1:]])
+    return {"uniform": 8.0, "unigram": float(uni_bpb), "bigram": float(bi_bpb)}
+
+# -----------------------------------------------------------------------------
+# processes: `mpiexec -n K python train.py ...` is one run over K processes. Process r
+# evaluates its share of the population (or of MeZO's directions), one Allgather per step joins
+# the fitness, and every process applies the same update from the same counter-hash noise: the
+# parameters are never sent, yet stay bit-identical everywhere (checked by hash at every eval).
+
+
+class OneProcess:
+    """The population's workers when there is one. Process r of K evaluates share(n) of the n
+    members (or directions) and allgather joins every process's piece in rank order: the only
+    exchange an evolution strategy needs (Salimans et al. 2017, Alg. 2)."""
+    rank, size = 0, 1
+    local_rank, local_size = 0, 1          # this process's place among those on its node
+
+    def share(self, n):
+        """This process's contiguous slice of n items; n is a multiple of size (checked)."""
+        k = n // self.size
+        return slice(self.rank * k, (self.rank + 1) * k)
+
+    def allgather(self, x):
+        """(k, ...) in every process -> (K k, ...), rank 0's rows first."""
+        return x
+
+    def allreduce_sum(self, x):
+        """The elementwise sum over processes (exact for integer arrays)."""
+        return x
+
+    def bcast(self, value):
+        """Rank 0's value in every process."""
+        return value
+
+    def gather_rows(self, x, axis):
+        """Rank 0 gets the processes' pieces joined along `axis` (the others: None)."""
+        return x
+
+
+ONE_PROCESS = OneProcess()
 MPI_ENV = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")   # set by MPICH/Slurm, Open MPI, PMIx
 
 
-class MPIWorld(lm.OneProcess):
-    """int_rnn_lm.OneProcess's interface over mpi4py's COMM_WORLD. Arrays travel through host
-    memory: a CuPy array is copied to the host and back (mpi4py wheels are not CUDA-aware)."""
+class MPIWorld(OneProcess):
+    """OneProcess's interface over mpi4py's COMM_WORLD. Arrays travel through host memory: a
+    CuPy array is copied to the host and back (mpi4py wheels are not CUDA-aware)."""
 
     def __init__(self, MPI):
         self.MPI, self.comm = MPI, MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
-        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)                  # ranks on this node
+        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)                  # those on this node
         self.local_rank, self.local_size = node.Get_rank(), node.Get_size()
 
     def allgather(self, x):
@@ -223,16 +460,18 @@ class MPIWorld(lm.OneProcess):
     def abort(self, code):
         sys.stdout.flush()
         sys.stderr.flush()
+        time.sleep(0.5)          # let mpiexec forward this process's last words before the kill
         self.comm.Abort(code)
 
 
-WORLD = lm.ONE_PROCESS   # this process's world; replaced by an MPIWorld under mpirun
+WORLD = ONE_PROCESS   # this process's world; replaced by an MPIWorld under mpirun
 
 
 def join_world():
     """An MPIWorld when launched by mpirun/mpiexec, else the one-process world; mpi4py is
-    imported only in the first case. Under MPI an uncaught error on any rank aborts the whole
-    job (no rank waits forever for a dead one), and rank r picks GPU r mod (GPUs on its node)."""
+    imported only in the first case. Under MPI an uncaught error in any process aborts the
+    whole job (no process waits forever for a dead one), and process r picks GPU r mod (GPUs
+    on its node)."""
     global WORLD
     if not any(v in os.environ for v in MPI_ENV):
         return WORLD
@@ -252,13 +491,14 @@ def join_world():
         import cupy
         n_gpus = cupy.cuda.runtime.getDeviceCount()
         cupy.cuda.Device(WORLD.local_rank % n_gpus).use()   # before the first CuPy array
-    except Exception:   # no CuPy or no GPU: the ranks run on the CPU
+    except Exception:   # no CuPy or no GPU: the processes run on the CPU
         pass
     return WORLD
 
 
 def shard(state, method, world):
-    """A checkpoint's full state -> this rank's: its own members' rows of each per-member entry."""
+    """A checkpoint's full state -> this process's: its own members' rows of each per-member
+    entry."""
     for name, axis in getattr(method, "PER_MEMBER_STATE", {}).items():
         rows = world.share(state[name].shape[axis])
         state[name] = state[name][(slice(None),) * axis + (rows,)]
@@ -266,7 +506,8 @@ def shard(state, method, world):
 
 
 def unshard(state, method, world):
-    """This rank's state -> the full state on rank 0 (None elsewhere): one checkpoint for any K."""
+    """This process's state -> the full state on rank 0 (None elsewhere): one checkpoint for
+    any K."""
     per_member = getattr(method, "PER_MEMBER_STATE", {})
     full = {k: world.gather_rows(v, per_member[k]) if k in per_member else v
             for k, v in state.items()}
@@ -281,15 +522,16 @@ def params_digest(params):
 
 
 def check_ranks_agree(params, world, t):
-    """Every rank must hold the same parameters; a mismatch stops the run, naming the rank."""
+    """Every process must hold the same parameters; a mismatch stops the run, naming it."""
     digests = lm.to_numpy(world.allgather(params_digest(params)[None]))     # (K, 32)
     for r in range(1, world.size):
         if not (digests[r] == digests[0]).all():
-            fail(f"rank {r}'s parameters differ from rank 0's at step {t}: the ranks diverged "
-                 f"(different code, library or device per rank?)")
+            fail(f"rank {r}'s parameters differ from rank 0's at step {t}: the processes "
+                 f"diverged (different code, library or device per process?)")
 
 # -----------------------------------------------------------------------------
-# checkpoints: .npz with params, method state, step and configs; written atomically
+# checkpoints: .npz with params, method state and a JSON meta (method, seed, configs, step);
+# written to a temporary file and renamed, so a crash never leaves a half-written checkpoint
 
 
 def save_checkpoint(path, params, state, meta):
@@ -298,61 +540,27 @@ def save_checkpoint(path, params, state, meta):
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-    os.replace(tmp, path)   # a crash never leaves a half-written file under the real name
+    os.replace(tmp, path)
 
 
-def load_checkpoint(path, xp):
+def load_checkpoint(path, xp, arrays=True):
+    """{"meta": dict, "params": {...}, "state": {...}} (arrays=False: meta only)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            params = {k[6:]: xp.asarray(z[k]) for k in z.files if k.startswith("param/")}
-            state = {k[6:]: xp.asarray(z[k]) for k in z.files if k.startswith("state/")}
+            ckpt = {"meta": json.loads(str(z["meta"]))}
+            if arrays:
+                ckpt["params"] = {k[6:]: xp.asarray(z[k]) for k in z.files
+                                  if k.startswith("param/")}
+                ckpt["state"] = {k[6:]: xp.asarray(z[k]) for k in z.files
+                                 if k.startswith("state/")}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"cannot read checkpoint {path}: {e}") from None
-    return params, state, meta
-
-
-def check_resume(meta, expected, path, follows_horizon):
-    """A checkpoint continues only the run it came from; the plan (horizon) matters only where
-    the method's schedule follows it."""
-    meta, expected = dict(meta), dict(expected)
-    saved = dict(meta.get("method_config") or {})
-    here = dict(expected["method_config"])
-    horizon = saved.pop("horizon", None)
-    if follows_horizon and horizon != here.get("horizon"):
-        raise ValueError(f"checkpoint {path} was planned for {horizon} steps and this run for "
-                         f"{here.get('horizon')}: resume without --steps, "
-                         f"or keep its schedule with --horizon {horizon}")
-    here.pop("horizon", None)
-    meta["method_config"], expected["method_config"] = saved, here
-    for key in ("method", "seed", "model", "method_config", "seq_len", "data"):
-        if meta.get(key) != expected[key]:
-            raise ValueError(f"checkpoint {path} does not match this run: {key} is "
-                             f"{meta.get(key)!r} there, {expected[key]!r} here")
-
-
-def sample_checkpoint(args):
-    """`python train.py --sample CKPT --prompt TEXT`: continue TEXT with a trained model."""
-    try:
-        xp = lm.get_backend(args.device)
-        params, state, meta = load_checkpoint(args.sample, xp)
-        if meta.get("method") not in METHODS or "model" not in meta:
-            raise ValueError(f"{args.sample} is not a train.py checkpoint")
-        method = importlib.import_module(meta["method"])
-        mcfg = lm.ModelConfig(**meta["model"])
-        predict = (method.predict(params, state, mcfg) if hasattr(method, "predict")
-                   else lm.lm_predict(params, mcfg))
-        prompt = args.prompt.encode("utf-8")
-        text = lm.sample(predict, lm.zero_hidden(mcfg, 1, xp), prompt, args.sample_bytes,
-                         args.seed, args.temperature)
-    except (ValueError, KeyError, TypeError) as e:
-        fail(str(e))
-    sys.stdout.buffer.write(prompt + text + b"\n")
-    sys.stdout.flush()
-    return 0
+        fail(f"cannot read checkpoint {path}: {e}")
+    if not isinstance(ckpt["meta"], dict) or "run" not in ckpt["meta"]:
+        fail(f"{path} is not a train.py checkpoint")
+    return ckpt
 
 # -----------------------------------------------------------------------------
-# outputs: progress line, log.csv, loss.png, sample.txt
+# outputs: progress line, log.csv, loss.png, summary.json
 
 
 def fmt_time(s):
@@ -367,9 +575,15 @@ def progress_line(t, steps, stats, val_bpb, rate, elapsed, eta):
 
 
 def plot_curve(path, rows, baselines, title):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """loss.png; optional: without matplotlib a one-line warning, and nothing else is lost."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"warning: matplotlib is not installed, so {path} was not drawn "
+              f"(pip install matplotlib)", file=sys.stderr)
+        return
     pts = [(int(r["step"]), float(r["val_bpb"])) for r in rows if r["val_bpb"] != ""]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     if pts:
@@ -405,12 +619,53 @@ def write_log(path, rows):
         w.writerows(rows)
     os.replace(tmp, path)
 
+
 def peak_memory_mb(xp):
     """Peak resident memory of this process (CPU) or the CuPy pool's high-water mark (GPU)."""
     if xp is not np:
         return round(xp.get_default_memory_pool().total_bytes() / 2**20, 1)
     import resource
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)   # KiB on Linux
+
+
+def provenance():
+    """The commit, date and machine a number comes from (results/README.md cites them)."""
+    root = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
+                                capture_output=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, text=True, capture_output=True, timeout=5).stdout
+        commit = (commit + ("+changes" if dirty.strip() else "")) or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return {"commit": commit, "date": datetime.date.today().isoformat(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}, "
+                       f"Python {platform.python_version()}, NumPy {np.__version__}"}
+
+# -----------------------------------------------------------------------------
+# the commands that do not train: --sample and --compare
+
+
+def sample_checkpoint(args):
+    """`python train.py --sample CKPT --prompt TEXT`: continue TEXT with a trained model."""
+    try:
+        xp = get_backend(args.device)
+        ckpt = load_checkpoint(args.sample, xp)
+        method = importlib.import_module(ckpt["meta"]["method"])
+        mcfg = lm.ModelConfig(**ckpt["meta"]["model"])
+        params, state = ckpt["params"], ckpt["state"]
+        predict = (method.predict(params, state, mcfg) if hasattr(method, "predict")
+                   else lm.lm_predict(params, mcfg))
+        prompt = args.prompt.encode("utf-8")
+        text = lm.sample(predict, lm.zero_hidden(mcfg, 1, xp), prompt,
+                         400 if args.sample_bytes is None else args.sample_bytes,
+                         0 if args.seed is None else args.seed, args.temperature)
+    except (ValueError, KeyError, TypeError, ImportError) as e:
+        fail(f"cannot sample from {args.sample}: {e}")
+    sys.stdout.buffer.write(prompt + text + b"\n")
+    sys.stdout.flush()
+    return 0
 
 
 def read_reference(path):
@@ -435,18 +690,30 @@ def compare(out_root, reference=""):
                 runs.append((json.load(f), read_log(os.path.join(out_root, method, "log.csv"))))
     if not runs:
         fail(f"no {out_root}/<method>/summary.json found: train some methods first")
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    curves = [read_reference(path) for path in filter(None, reference.split(","))]
+    print("| method | file | val bits/byte | member-tokens/s | peak memory | device | wall | "
+          "command |\n|---|---|---|---|---|---|---|---|")
+    for s, _ in runs:
+        print(f"| {s['method']} | `{s['file']}` | {s['val_bpb']:.3f} | "
+              f"{s['member_tokens_per_s']:,.0f} | {s['peak_memory_mb']:.0f} MB | {s['device']} | "
+              f"{s['wall_s']:.0f} s | `{s['command']}` |")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("warning: matplotlib is not installed, so compare.png was not drawn",
+              file=sys.stderr)
+        return 0
     fig, ax = plt.subplots(figsize=(8, 5))
     for summary, rows in runs:
         pts = [(float(r["elapsed_s"]), float(r["val_bpb"])) for r in rows if r["val_bpb"] != ""]
         ax.plot(*zip(*pts), marker="o", ms=3, label=summary["method"])
-    for path in filter(None, reference.split(",")):
+    for path, curve in zip(filter(None, reference.split(",")), curves):
         name = os.path.basename(path)
         if name == "log.csv":   # another run: name it by its folders, e.g. cpu_reservoir/...
             name = "/".join(os.path.normpath(path).split(os.sep)[-3:-1])
-        ax.plot(*zip(*read_reference(path)), ls="--", lw=1.5, label=name)
+        ax.plot(*zip(*curve), ls="--", lw=1.5, label=name)
     base = runs[0][0]["baselines"]
     for name, style in (("uniform", "-."), ("unigram", "--"), ("bigram", ":")):
         ax.axhline(base[name], color="gray", ls=style, label=f"{name} {base[name]:.2f}")
@@ -456,233 +723,238 @@ def compare(out_root, reference=""):
     ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(out_root, "compare.png"), dpi=110)
-    print("| method | file | val bits/byte | member-tokens/s | peak memory | device | wall | "
-          "command |\n|---|---|---|---|---|---|---|---|")
-    for s, _ in runs:
-        print(f"| {s['method']} | `{s['file']}` | {s['val_bpb']:.3f} | "
-              f"{s['member_tokens_per_s']:,.0f} | {s['peak_memory_mb']:.0f} MB | {s['device']} | "
-              f"{s['wall_s']:.0f} s | `{s['command']}` |")
     return 0
 
-
 # -----------------------------------------------------------------------------
-# the training loop
+# the run: set-up, the training loop, the finish
 
 
-def follows_horizon(method, cfg):
-    """Whether the method's steps depend on the run's planned length (cfg.horizon); a method
-    with a horizon but no follows_horizon() is taken to follow it."""
-    return hasattr(cfg, "horizon") and getattr(method, "follows_horizon", lambda c: True)(cfg)
+@dataclasses.dataclass
+class Run:
+    """Everything a training run holds between its set-up and its finish."""
+    args: object
+    method: object
+    world: object
+    xp: object
+    device: str
+    run: dict                 # the run settings: steps (None: until budget_s), seq_len, ...
+    mcfg: object
+    cfg: object
+    seed: int
+    data: str
+    out_dir: str
+    stream: object
+    windows: object
+    baselines: dict
+    params: dict
+    state: dict
+    start: int = 0            # the step this run starts from (a resumed run's checkpoint)
+    step: int = 0             # the steps done so far
+    threads: int = 1          # CPU threads evaluating a batch's rows
+    best: float = math.inf
+    elapsed_before: float = 0.0
+    rows: list = dataclasses.field(default_factory=list)
+    t0: float = 0.0
+
+    @property
+    def lead(self):
+        return self.world.rank == 0               # rank 0 alone prints and writes files
+
+    def say(self, *a, **k):
+        if self.lead:
+            print(*a, **k)
+
+    def elapsed(self):
+        return self.elapsed_before + time.time() - self.t0
+
+    def meta(self, step):
+        return {"method": self.args.method, "seed": self.seed, "data": self.data,
+                "model": dataclasses.asdict(self.mcfg), "method_config":
+                dataclasses.asdict(self.cfg), "run": self.run,
+                "step": step, "best_val": self.best, "elapsed_s": self.elapsed()}
 
 
-def replans(method, cfg, args):
-    """A budget run without --steps whose steps do not depend on the plan (no schedule follows
-    the horizon) re-plans at every evaluation from its own pace, so it spends the whole budget
-    even where the probe steps ran slower than the run; `--steps <done>` repeats it."""
-    return args.steps is None and args.budget_s > 0 and not follows_horizon(method, cfg)
+def check_out_dir(out_dir, resume, overwrite):
+    """A fresh run never writes over another run's outputs: it is refused (one line, exit 2)
+    unless --overwrite; with it, the other run's files are removed first."""
+    held = [f for f in OUTPUT_FILES if os.path.exists(os.path.join(out_dir, f))]
+    if not held or (resume and os.path.samefile(os.path.dirname(os.path.abspath(resume)),
+                                                out_dir)):
+        return
+    if not overwrite:
+        fail(f"{out_dir}/ holds another run's outputs ({', '.join(held)}): choose another "
+             f"--out, continue it with --resume {os.path.join(out_dir, 'ckpt_last.npz')}, or "
+             f"replace it with --overwrite")
+    for f in held:
+        os.remove(os.path.join(out_dir, f))
 
 
-def plan_steps(method, params, state, stream, cfg, mcfg, seed, on_world, evaluate, run,
-               budget_s, world):
-    """The steps that fit in budget_s: the horizon of a run given a budget but no --steps.
-
-    Times 6 steps (the first is a warm-up) on copies of params and state, so the run itself is
-    exactly the one `--steps <planned>` makes, and one evaluation; rank 0's clock decides. The
-    fastest step sets the plan: on the 2-core CPU the steps right after the warm-up ran up to
-    15 % slower than the rest of a 10-minute run, and their mean planned 8 minutes of it."""
-    params = {k: v.copy() for k, v in params.items()}
-    state = {k: v.copy() for k, v in state.items()}
-    times = []
-    for t in range(6):
-        start = time.time()
-        params, state, stats = method.step(params, state, stream.batch(t), t, cfg, mcfg, seed,
-                                           **on_world)
-        float(stats["loss"])                                   # wait for the device
-        times.append(time.time() - start)
-    start = time.time()
-    evaluate()
-    step_s, eval_s = world.bcast((min(times[1:]), time.time() - start))
-    per_step = step_s + eval_s / run["eval_every"]
-    # 3 % margin; a run the budget stops early ends there with a final evaluation
-    return max(1, int(0.97 * (budget_s - eval_s) / per_step)), step_s, eval_s
-
-
-def train(argv):
+def set_up(argv):
+    """Command line, device, data, model and method state (or a checkpoint's): a Run."""
     world = join_world()
-    args, method = parse_args(argv)
-    if args.compare:
-        return compare(args.compare, args.reference)
-    if args.sample:
-        return sample_checkpoint(args)
+    args, method, ckpt = parse_args(argv)
+    if args.compare or args.sample:
+        return args, None
     splits = hasattr(method, "check_split")           # the method can run under mpirun
-    meta = None
     try:
         if world.size > 1 and not splits:
             raise ValueError(f"{args.method} runs in one process only (README \"Scaling out\"); "
                              f"start it without mpirun")
-        xp = lm.get_backend(args.device)
+        xp = get_backend(args.device)
         device = "cpu" if xp is np else "cuda"
-        run, mcfg, cfg = resolve(args, method, device)
+        run, mcfg, cfg, seed, data_path = resolve(args, method, device, ckpt)
         if splits:
             method.check_split(cfg, world.size)
-        data = lm.load_bytes(args.data)
-        lm.check_data_size(data, args.data, method.num_sequences(cfg), run["seq_len"],
-                           run["val_len"])
-        if args.resume:
-            ckpt_params, ckpt_state, meta = load_checkpoint(args.resume, xp)
-            if args.steps is None:                    # the checkpoint's plan, unless overridden
-                run["steps"] = meta.get("planned_steps", run["steps"])
+        data = load_bytes(data_path)
+        check_data_size(data, data_path, method.num_sequences(cfg), run["seq_len"],
+                        run["val_len"])
     except ValueError as e:
         fail(str(e))
-    lead = world.rank == 0                             # rank 0 alone prints and writes files
-    say = print if lead else (lambda *a, **k: None)
-    on_world = {"world": world} if world.size > 1 else {}   # alone: the plain interface
+    out_dir = (os.path.dirname(os.path.abspath(args.resume)) if ckpt and not args.out
+               else os.path.join(args.out or "out", args.method))
+    if world.rank == 0:
+        os.makedirs(out_dir, exist_ok=True)
+        check_out_dir(out_dir, args.resume, args.overwrite)
+    train_bytes, val_bytes = split_train_val(data)
+    params = lm.init_params(mcfg, seed, xp)
+    r = Run(args=args, method=method, world=world, xp=xp, device=device, run=run, mcfg=mcfg,
+            cfg=cfg, seed=seed, data=data_path, out_dir=out_dir,
+            stream=TrainStream(train_bytes, method.num_sequences(cfg), run["seq_len"], xp),
+            windows=val_windows(val_bytes, run["val_windows"], run["val_len"], xp),
+            baselines=ngram_baselines(train_bytes, val_bytes), params=params,
+            state=method.init(params, cfg, mcfg, seed, world))
     threads = args.threads or max(1, len(os.sched_getaffinity(0)) // world.local_size)
     lm.set_threads(threads if device == "cpu" else 1)
-    out_dir = os.path.join(args.out, args.method)
-    say(f"backend: {xp.__name__} ({device}) | processes {world.size}"
-        f"{f' | threads {threads}' if device == 'cpu' else ''} | method {args.method} | "
-        f"model D={mcfg.d_model} L={mcfg.n_layers} ({lm.count_params(mcfg):,} int8 params)")
+    r.say(f"backend: {xp.__name__} ({device}) | processes {world.size}"
+          f"{f' | threads {threads}' if device == 'cpu' else ''} | method {args.method} | "
+          f"model D={mcfg.d_model} L={mcfg.n_layers} ({lm.count_params(mcfg):,} int8 params)")
+    r.say(f"config: {json.dumps(dataclasses.asdict(cfg))}")
+    r.say(f"run: {json.dumps(run)}")
+    r.say("baselines (val bits/byte): " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                                   r.baselines.items()))
+    if ckpt:
+        ckpt = load_checkpoint(args.resume, xp)
+        r.params, r.state = ckpt["params"], shard(ckpt["state"], method, world)
+        meta = ckpt["meta"]
+        r.start, r.best, r.elapsed_before = meta["step"], meta["best_val"], meta["elapsed_s"]
+        r.step = r.start
+        if r.lead:
+            r.rows = [row for row in read_log(os.path.join(out_dir, "log.csv"))
+                      if int(row["step"]) <= r.start]
+        r.say(f"resumed from {args.resume} at step {r.start}")
+    r.threads = threads
+    return args, r
 
-    train_bytes, val_bytes = lm.split_train_val(data)
-    stream = lm.TrainStream(train_bytes, method.num_sequences(cfg), run["seq_len"], xp)
-    windows = lm.val_windows(val_bytes, run["val_windows"], run["val_len"], xp)
-    baselines = lm.ngram_baselines(train_bytes, val_bytes)
-    params = lm.init_params(mcfg, args.seed, xp)
-    state = method.init(params, cfg, mcfg, args.seed, **on_world)
 
-    def predictor():
-        if hasattr(method, "predict"):
-            return method.predict(params, state, mcfg)
-        return None
+def evaluate(r):
+    """val bits/byte, computed on rank 0 and known to every process."""
+    predict = r.method.predict(r.params, r.state, r.mcfg) if hasattr(r.method, "predict") \
+        else None
+    return r.world.bcast(lm.evaluate(r.params, r.mcfg, r.windows, predict) if r.lead else None)
 
-    def evaluate():
-        """val bits/byte, computed on rank 0 and known to every rank."""
-        return world.bcast(lm.evaluate(params, mcfg, windows, predictor()) if lead else None)
 
-    replan = replans(method, cfg, args)
-    if args.steps is None and args.budget_s > 0 and not args.resume:
-        run["steps"], step_s, eval_s = plan_steps(method, params, state, stream, cfg, mcfg,
-                                                  args.seed, on_world, evaluate, run,
-                                                  args.budget_s, world)
-        say(f"planned {run['steps']} steps for --budget_s {args.budget_s:g} (a step "
-            f"{step_s:.3f} s, an eval {eval_s:.2f} s every {run['eval_every']} steps)"
-            + ("; the plan follows the run's pace, the done line gives the steps" if replan else
-               f"; rerun with --steps {run['steps']} to repeat this run"))
-    steps = run["steps"]
-    if hasattr(cfg, "horizon") and args.horizon is None:
-        cfg = dataclasses.replace(cfg, horizon=steps)  # the schedules span the planned run
-    say(f"config: {json.dumps(dataclasses.asdict(cfg))}")
-    say(f"run: {json.dumps(run)}")
-    say("baselines (val bits/byte): " + ", ".join(f"{k} {v:.3f}" for k, v in baselines.items()))
-    expected = {"method": args.method, "seed": args.seed, "model": dataclasses.asdict(mcfg),
-                "method_config": dataclasses.asdict(cfg), "seq_len": run["seq_len"],
-                "data": os.path.abspath(args.data)}
+def checkpoint(r, name, step):
+    """Collective under mpirun: the processes' per-member state is joined on rank 0."""
+    full_state = unshard(r.state, r.method, r.world)
+    if r.lead:
+        save_checkpoint(os.path.join(r.out_dir, name), r.params, full_state, r.meta(step))
 
-    start, best, elapsed_before = 0, math.inf, 0.0
-    if args.resume:
-        try:
-            check_resume(meta, expected, args.resume, follows_horizon(method, cfg))
-        except ValueError as e:
-            fail(str(e))
-        params, state = ckpt_params, shard(ckpt_state, method, world)   # same file for any K
-        start, best, elapsed_before = meta["step"], meta["best_val"], meta["elapsed_s"]
-        say(f"resumed from {args.resume} at step {start}")
-    log_path = os.path.join(out_dir, "log.csv")
-    rows = []
-    if lead:
-        os.makedirs(out_dir, exist_ok=True)
-        rows = [r for r in read_log(log_path) if int(r["step"]) <= start] if args.resume else []
 
-    def checkpoint(name, t):
-        """Collective under mpirun: the ranks' per-member state is joined on rank 0."""
-        full_state = unshard(state, method, world)
-        if lead:
-            meta = dict(expected, step=t, planned_steps=steps, best_val=best,
-                        elapsed_s=elapsed_before + time.time() - t0)
-            save_checkpoint(os.path.join(out_dir, name), params, full_state, meta)
+def train_loop(r):
+    """step -> evaluate and checkpoint the best -> log, until the steps or the budget end.
+    Returns the last step done."""
+    steps, budget, t = r.run["steps"], r.run["budget_s"], r.start
+    tokens, window_start, eval_s = 0, time.time(), 0.0   # member-tokens/s: training time only
+    while steps is None or t < steps:
+        r.params, r.state, stats = r.method.step(r.params, r.state, r.stream.batch(t), t, r.cfg,
+                                                 r.mcfg, r.seed, r.world)
+        t, tokens = t + 1, tokens + stats["member_tokens"]
+        r.step = t
+        # rank 0's clock decides, so that every process stops after the same step
+        out_of_time = r.world.bcast(budget is not None and r.elapsed() >= budget)
+        val = None
+        if t % r.run["eval_every"] == 0 or t == steps or out_of_time:
+            eval_start = time.time()
+            check_ranks_agree(r.params, r.world, t)
+            val = evaluate(r)
+            if val < r.best:
+                r.best = val
+                checkpoint(r, "ckpt_best.npz", t)
+            eval_s += time.time() - eval_start
+        if t % r.run["log_every"] == 0 or val is not None or t == steps:
+            stats = {k: float(v) for k, v in stats.items()}    # note: a CPU-GPU sync point
+            rate = tokens / max(time.time() - window_start - eval_s, 1e-9)
+            pace = (r.elapsed() - r.elapsed_before) / (t - r.start)
+            left = pace * (steps - t) if steps else budget - r.elapsed()
+            total = steps or f"~{t + max(0, int(left / pace))}"
+            r.say(progress_line(t, total, stats, val, rate, r.elapsed(), left), flush=True)
+            r.rows.append({"step": t, "loss": f"{stats['loss']:.5f}",
+                           "val_bpb": "" if val is None else f"{val:.5f}",
+                           "member_tokens_per_s": f"{rate:.1f}", "elapsed_s": f"{r.elapsed():.1f}",
+                           **{k: f"{v:.6g}" for k, v in stats.items() if k != "loss"}})
+            tokens, window_start, eval_s = 0, time.time(), 0.0
+        if out_of_time:
+            r.say(f"budget of {budget:g}s reached at step {t}")
+            break
+    return t
 
-    t0 = time.time()
-    if start == 0:
-        v0 = evaluate()
-        rows.append({"step": 0, "loss": "", "val_bpb": f"{v0:.5f}", "member_tokens_per_s": "",
-                     "elapsed_s": "0.0", "planned_steps": steps})
-        say(f"step {0:5d}/{steps} | val {v0:.4f} (untrained)")
-    t = start
-    # member-tokens/s counts training time only: the wall time of a log window minus its evals
-    window_tokens, window_start, window_eval = 0, time.time(), 0.0
-    try:
-        while t < steps:
-            params, state, stats = method.step(params, state, stream.batch(t), t, cfg, mcfg,
-                                               args.seed, **on_world)
-            done = t + 1
-            window_tokens += stats["member_tokens"]
-            elapsed = elapsed_before + time.time() - t0
-            # rank 0's clock decides, so that every rank stops after the same step
-            out_of_budget = world.bcast(args.budget_s > 0 and elapsed >= args.budget_s)
-            val_bpb = None
-            if done % run["eval_every"] == 0 or done == steps or out_of_budget:
-                eval_start = time.time()
-                check_ranks_agree(params, world, done)
-                val_bpb = evaluate()
-                if val_bpb < best:
-                    best = val_bpb
-                    checkpoint("ckpt_best.npz", done)
-                window_eval += time.time() - eval_start
-                if replan and not out_of_budget:            # s per step, evals included
-                    pace = (elapsed - elapsed_before) / (done - start)
-                    steps = world.bcast(max(steps, done + int(0.97 * (args.budget_s - elapsed)
-                                                              / pace)))
-            if done % run["log_every"] == 0 or val_bpb is not None or done == steps:
-                stats = {k: float(v) for k, v in stats.items()}   # note: a CPU-GPU sync point
-                rate = window_tokens / max(time.time() - window_start - window_eval, 1e-9)
-                eta = (elapsed - elapsed_before) / (done - start) * (steps - done)
-                say(progress_line(done, steps, stats, val_bpb, rate, elapsed, eta), flush=True)
-                rows.append({"step": done, "loss": f"{stats['loss']:.5f}",
-                             "val_bpb": "" if val_bpb is None else f"{val_bpb:.5f}",
-                             "member_tokens_per_s": f"{rate:.1f}", "elapsed_s": f"{elapsed:.1f}",
-                             **{k: f"{v:.6g}" for k, v in stats.items() if k != "loss"}})
-                window_tokens, window_start, window_eval = 0, time.time(), 0.0
-            t = done
-            if out_of_budget:
-                say(f"budget of {args.budget_s:.0f}s reached at step {done}")
-                break
-    except KeyboardInterrupt:
-        if world.size > 1:   # the ranks stop at different points: no collective save is safe
-            say(f"\ninterrupted: nothing saved under mpirun; resume from "
-                f"{os.path.join(out_dir, 'ckpt_best.npz')}")
-            world.abort(130)
-        checkpoint("ckpt_last.npz", t)
-        write_log(log_path, rows)
-        print(f"\ninterrupted: saved {os.path.join(out_dir, 'ckpt_last.npz')} at step {t}")
-        return 0
-    checkpoint("ckpt_last.npz", t)
-    if not lead:
-        return 0
-    write_log(log_path, rows)
-    plot_curve(os.path.join(out_dir, "loss.png"), rows, baselines,
-               f"{args.method}, D={mcfg.d_model} L={mcfg.n_layers}, {device}")
-    predict = predictor() or lm.lm_predict(params, mcfg)
-    prompt = bytes(val_bytes[:64])
-    text = lm.sample(predict, lm.zero_hidden(mcfg, 1, xp), prompt, args.sample_bytes, args.seed)
-    with open(os.path.join(out_dir, "sample.txt"), "wb") as f:
+
+def finish(r, t):
+    """The outputs, in order of value: the last checkpoint, the log, the sample, the summary,
+    then the optional plot."""
+    checkpoint(r, "ckpt_last.npz", t)
+    if not r.lead:
+        return
+    write_log(os.path.join(r.out_dir, "log.csv"), r.rows)
+    predict = (r.method.predict(r.params, r.state, r.mcfg) if hasattr(r.method, "predict")
+               else lm.lm_predict(r.params, r.mcfg))
+    prompt = bytes(split_train_val(load_bytes(r.data))[1][:64])
+    text = lm.sample(predict, lm.zero_hidden(r.mcfg, 1, r.xp), prompt, r.run["sample_bytes"],
+                     r.seed)
+    with open(os.path.join(r.out_dir, "sample.txt"), "wb") as f:
         f.write(prompt + text)
-    final = [r for r in rows if r["val_bpb"] != ""][-1]
-    rates = [float(r["member_tokens_per_s"]) for r in rows if r["member_tokens_per_s"] != ""]
-    summary = {"method": args.method, "file": f"{args.method}.py", "device": device,
-               "world_size": world.size, "threads": threads if device == "cpu" else None,
-               "planned_steps": steps,
-               "val_bpb": float(final["val_bpb"]), "best_val_bpb": best, "steps": t,
-               "wall_s": round(elapsed_before + time.time() - t0, 1),
+    final = [row for row in r.rows if row["val_bpb"] != ""][-1]
+    rates = [float(row["member_tokens_per_s"]) for row in r.rows if row["member_tokens_per_s"]]
+    summary = {"method": r.args.method, "file": f"{r.args.method}.py", "device": r.device,
+               "world_size": r.world.size, "threads": r.threads if r.device == "cpu" else None,
+               "seed": r.seed, "val_bpb": float(final["val_bpb"]), "best_val_bpb": r.best,
+               "steps": t, "wall_s": round(r.elapsed(), 1),
                "member_tokens_per_s": float(np.median(rates)) if rates else 0.0,
-               "peak_memory_mb": peak_memory_mb(xp), "baselines": baselines,
-               "command": "python train.py " + " ".join(argv)}
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+               "peak_memory_mb": peak_memory_mb(r.xp), "baselines": r.baselines,
+               "command": "python train.py " + " ".join(r.args.argv), **provenance()}
+    with open(os.path.join(r.out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    print(f"done: step {t}, val bits/byte {final['val_bpb']} (best {best:.5f}), "
-          f"{fmt_time(elapsed_before + time.time() - t0)}; outputs in {out_dir}/"
-          + (f"; rerun with --steps {t} to repeat this run" if replan else ""))
-    print("sample: " + (prompt + text)[-200:].decode("utf-8", errors="replace").replace("\n", " | "))
+    plot_curve(os.path.join(r.out_dir, "loss.png"), r.rows, r.baselines,
+               f"{r.args.method}, D={r.mcfg.d_model} L={r.mcfg.n_layers}, {r.device}")
+    print(f"done: step {t}, val bits/byte {final['val_bpb']} (best {r.best:.5f}), "
+          f"{fmt_time(r.elapsed())}; outputs in {r.out_dir}/"
+          + ("" if r.run["steps"] else f"; rerun with --steps {t} to repeat this run"))
+    print("sample: " + (prompt + text)[-200:].decode("utf-8", errors="replace")
+          .replace("\n", " | "))
+
+
+def train(argv):
+    args, r = set_up(argv)
+    if r is None:
+        return compare(args.compare, args.reference) if args.compare else sample_checkpoint(args)
+    r.t0 = time.time()
+    if r.start == 0:
+        v0 = evaluate(r)
+        r.rows.append({"step": 0, "loss": "", "val_bpb": f"{v0:.5f}", "member_tokens_per_s": "",
+                       "elapsed_s": "0.0"})
+        r.say(f"step {0:5d}/{r.run['steps'] or '?'} | val {v0:.4f} (untrained)")
+    try:
+        t = train_loop(r)
+    except KeyboardInterrupt:
+        if r.world.size > 1:   # the processes stop at different points: no collective save
+            r.say(f"\ninterrupted: nothing saved under mpirun; resume from "
+                  f"{os.path.join(r.out_dir, 'ckpt_best.npz')}")
+            r.world.abort(130)
+        checkpoint(r, "ckpt_last.npz", r.step)
+        write_log(os.path.join(r.out_dir, "log.csv"), r.rows)
+        print(f"\ninterrupted: saved {os.path.join(r.out_dir, 'ckpt_last.npz')} at step {r.step}")
+        return 0
+    finish(r, t)
     return 0
 
 

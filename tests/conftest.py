@@ -12,9 +12,10 @@ import pytest  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import int_rnn_lm as lm  # noqa: E402
-from int_rnn_lm import gpu_usable  # noqa: E402
+import train  # noqa: E402
 
-GPU = gpu_usable()
+GPU = train.gpu_usable()
+ONE = train.ONE_PROCESS   # the one-process world the methods take
 
 
 @pytest.fixture(params=["numpy", "cupy"])

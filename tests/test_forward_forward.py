@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import forward_forward as ff  # noqa: E402
-from conftest import fd_max_rel_error  # noqa: E402
+from conftest import ONE, fd_max_rel_error  # noqa: E402
 
 FD_TOL = 1e-6  # float64 central differences with h = 1e-6 land near 1e-9; 1e-6 flags any bug
 
@@ -56,7 +56,7 @@ def test_normalisation_keeps_only_direction():
 
 def toy_setup(cfg):
     layers = ff.init_layers(cfg, cfg.n_features, np)
-    opts = [ff.init_adam(layer) for layer in layers]
+    opts = [lm.adam_moments(layer) for layer in layers]
     x, y = ff.make_toy_task(cfg, 0)
     x, y = x[:32], y[:32]
     x_neg = ff.embed_label(x, (y + 1) % cfg.n_classes, cfg)
@@ -129,7 +129,7 @@ def test_cupy_step_matches_numpy():
     cfg = replace(ff.ToyConfig(), hidden=(32, 32))
     layers, opts, x_pos, x_neg = toy_setup(cfg)
     layers_g = [{k: cupy.asarray(v) for k, v in layer.items()} for layer in layers]
-    opts_g = [ff.init_adam(layer) for layer in layers_g]
+    opts_g = [lm.adam_moments(layer) for layer in layers_g]
     for step in (1, 2):
         ff.ff_train_step(layers, opts, x_pos, x_neg, step, cfg)
         ff.ff_train_step(layers_g, opts_g, cupy.asarray(x_pos), cupy.asarray(x_neg), step, cfg)
@@ -140,6 +140,7 @@ def test_cupy_step_matches_numpy():
 # --- the integer LM (train.py --method forward_forward) ---
 
 import int_rnn_lm as lm  # noqa: E402
+import train  # noqa: E402
 
 # weights in int8 units are O(10-100), so a step of 1e-4 is what 1e-6 is for O(1) weights: with
 # 1e-6 float64 rounding of the O(1) loss dominates (error ~ 1/h, measured 2.6e-7)
@@ -151,9 +152,9 @@ def lm_setup(D=16, L=2, rows=4, seq=12, seed=0, **cfg_kw):
     cfg = replace(ff.Config(), rows=rows, **cfg_kw)
     mcfg = lm.ModelConfig(d_model=D, n_layers=L)
     params = lm.init_params(mcfg, seed)
-    train_bytes, val_bytes = lm.split_train_val(lm.load_bytes(lm.DEFAULT_DATA))
-    stream = lm.TrainStream(train_bytes, rows, seq)
-    return cfg, mcfg, params, ff.init(params, cfg, mcfg, seed), stream, val_bytes
+    train_bytes, val_bytes = train.split_train_val(train.load_bytes(train.DEFAULT_DATA))
+    stream = train.TrainStream(train_bytes, rows, seq)
+    return cfg, mcfg, params, ff.init(params, cfg, mcfg, seed, ONE), stream, val_bytes
 
 
 def random_rows(rng, R):
@@ -164,7 +165,7 @@ def random_rows(rng, R):
 
 
 def test_gru_cell_gradients_match_finite_differences():
-    """[FF-6] hand gradients of the GRU cell's local FF loss, with some of every clip saturated
+    """[GRU learner] hand gradients of the GRU cell's local FF loss, with some of every clip saturated
     (so the masks are exercised) and theta at the median goodness (all rows matter)."""
     rng = np.random.default_rng(5)
     D, R = 16, 12
@@ -204,7 +205,7 @@ def test_mlp_gradients_match_finite_differences():
 
 
 def test_surrogate_tracks_the_integer_cell():
-    """[FF-6] at int8 weights and integer inputs the float surrogate is the integer GRU step
+    """[GRU learner] at int8 weights and integer inputs the float surrogate is the integer GRU step
     without the floors: within a few int8 units of it."""
     cfg, mcfg, params, _, stream, _ = lm_setup(L=1)
     tokens, _ = stream.batch(0)
@@ -223,7 +224,7 @@ def test_surrogate_tracks_the_integer_cell():
 def test_block_states_and_teacher_forced_step_match_the_model():
     """block_states is lm.block bit for bit, and one teacher-forced step from the real previous
     states on the real bytes reproduces the scan exactly: a negative differs from its positive
-    only by its byte [FF-8]."""
+    only by its byte [negatives]."""
     cfg, mcfg, params, _, stream, _ = lm_setup()
     tokens, _ = stream.batch(0)
     x = tokens[:, :-1]
@@ -257,7 +258,7 @@ def test_lm_layer_step_touches_only_its_block():
     """Locality: block 0's local step changes block 0's int8 weights, masters and moments and
     nothing else: not block 1, not the embedding, the norms, the head or the readout."""
     cfg, mcfg, params, state, stream, _ = lm_setup()
-    _, state, _ = ff.step(params, state, stream.batch(0), 0, cfg, mcfg, 0)
+    _, state, _ = ff.step(params, state, stream.batch(0), 0, cfg, mcfg, 0, ONE)
     before = flat_state(params, state)
     rng = np.random.default_rng(8)
     R, D = 20, mcfg.d_model
@@ -277,7 +278,7 @@ def test_lm_layer_step_touches_only_its_block():
 def test_lower_layers_ignore_layers_above():
     """With unigram negatives only (t < hard_after), block 0's whole trajectory over several
     steps is the same whatever block 1's weights are (no gradient or signal flows down; the
-    goodness predictor's negatives [FF-11] sum every layer's goodness, a top-down signal)."""
+    goodness predictor's negatives [goodness predictor] sum every layer's goodness, a top-down signal)."""
     runs = []
     for flip in (False, True):
         cfg, mcfg, params, state, stream, _ = lm_setup(hard_after=10)
@@ -286,7 +287,7 @@ def test_lower_layers_ignore_layers_above():
                 params["l1." + k] = lm.sat8(-3 * lm.wide(params["l1." + k]))
                 state["master.l1." + k] = params["l1." + k].astype(np.float32)
         for t in range(3):
-            params, state, _ = ff.step(params, state, stream.batch(t), t, cfg, mcfg, 0)
+            params, state, _ = ff.step(params, state, stream.batch(t), t, cfg, mcfg, 0, ONE)
         runs.append(flat_state(params, state))
     a, b = runs
     for k in a:
@@ -299,12 +300,12 @@ def test_step_quantises_masters_and_leaves_untrained_tensors():
     cfg, mcfg, params, state, stream, _ = lm_setup()
     new, new_state = params, state
     for t in range(2):
-        new, new_state, _ = ff.step(new, new_state, stream.batch(t), t, cfg, mcfg, 0)
+        new, new_state, _ = ff.step(new, new_state, stream.batch(t), t, cfg, mcfg, 0, ONE)
     trained = {f"l{i}.{k}" for i in range(mcfg.n_layers) for k in ff.GRU_NAMES + ff.MLP_NAMES}
     for k in params:
         if k in trained:
             master = new_state["master." + k]
-            expect = np.clip(np.rint(master), -127, 127).astype(np.int8)   # [FF-9]
+            expect = np.clip(np.rint(master), -127, 127).astype(np.int8)   # [masters]
             np.testing.assert_array_equal(new[k], expect, err_msg=k)
         else:
             np.testing.assert_array_equal(new[k], params[k], err_msg=f"{k} is not trained")
@@ -314,8 +315,8 @@ def test_step_quantises_masters_and_leaves_untrained_tensors():
 def test_predict_is_normalised():
     cfg, mcfg, params, state, stream, val_bytes = lm_setup()
     for t in range(3):
-        params, state, _ = ff.step(params, state, stream.batch(t), t, cfg, mcfg, 0)
-    windows = lm.val_windows(val_bytes, 3, 20)
+        params, state, _ = ff.step(params, state, stream.batch(t), t, cfg, mcfg, 0, ONE)
+    windows = train.val_windows(val_bytes, 3, 20)
     log2p, hidden = ff.predict(params, state, mcfg)(windows[:, :-1], lm.zero_hidden(mcfg, 3))
     assert log2p.shape == (3, 20, 256) and log2p.dtype == np.float64
     assert hidden.shape == (mcfg.n_layers, 3, mcfg.d_model) and hidden.dtype == np.int8
@@ -326,11 +327,11 @@ def test_predict_is_normalised():
 
 def test_short_lm_run_lowers_val_bpb():
     cfg, mcfg, params, state, stream, val_bytes = lm_setup(D=32, L=1, rows=32, seq=50)
-    windows = lm.val_windows(val_bytes, 16, 64)
+    windows = train.val_windows(val_bytes, 16, 64)
     v0 = lm.evaluate(params, mcfg, windows, ff.predict(params, state, mcfg))
     t0 = time.time()
     for t in range(40):
-        params, state, stats = ff.step(params, state, stream.batch(t), t, cfg, mcfg, 0)
+        params, state, stats = ff.step(params, state, stream.batch(t), t, cfg, mcfg, 0, ONE)
     v1 = lm.evaluate(params, mcfg, windows, ff.predict(params, state, mcfg))
     msg = (f"val bits/byte {v0:.3f} -> {v1:.3f} in 40 steps ({time.time() - t0:.1f} s); "
            f"FF losses {stats['ff_l0_gru']:.3f} / {stats['ff_l0_mlp']:.3f} "
@@ -343,7 +344,7 @@ def test_lm_step_determinism():
     for seed in (3, 3, 4):
         cfg, mcfg, params, state, stream, _ = lm_setup(hard_after=1)
         for t in range(3):
-            params, state, _ = ff.step(params, state, stream.batch(t), t, cfg, mcfg, seed)
+            params, state, _ = ff.step(params, state, stream.batch(t), t, cfg, mcfg, seed, ONE)
         runs.append(flat_state(params, state))
     a, b, c = runs
     for k in a:
@@ -368,7 +369,7 @@ def test_check_config_rejects_a_reservoir_goodness_run():
         ff.check_config(replace(ff.Config(), reservoir=True, predictor="goodness"))
 
 
-# --- the goodness predictor [FF-11] and the reservoir baseline ---
+# --- the goodness predictor [goodness predictor] and the reservoir baseline ---
 
 def loop_goodness(params, mcfg, prefix):
     """Reference for candidate_goodness: the LM over the prefix (N,) bytes, then each of the
@@ -389,13 +390,13 @@ def loop_goodness(params, mcfg, prefix):
 
 
 def test_goodness_predictor_is_a_normalised_scan_matching_a_byte_loop():
-    """[FF-11] predict with --predictor goodness: a distribution over 256 bytes (sums to 1
+    """[goodness predictor] predict with --predictor goodness: a distribution over 256 bytes (sums to 1
     within 1e-9) equal to softmax(beta G) of a per-byte loop, for every position."""
     cfg, mcfg, params, state, stream, val_bytes = lm_setup(D=16, L=2, predictor="goodness")
     for t in range(2):
-        params, state, _ = ff.step(params, state, stream.batch(t), t, cfg, mcfg, 0)
+        params, state, _ = ff.step(params, state, stream.batch(t), t, cfg, mcfg, 0, ONE)
     state["goodness.beta"][:] = 3.0                               # a temperature that matters
-    tokens = lm.val_windows(val_bytes, 2, 5)[:, :-1]              # (2, 5)
+    tokens = train.val_windows(val_bytes, 2, 5)[:, :-1]              # (2, 5)
     h0 = lm.zero_hidden(mcfg, 2)
     log2p, hidden = ff.predict(params, state, mcfg)(tokens, h0)
     assert log2p.shape == (2, 5, 256) and log2p.dtype == np.float64
@@ -423,7 +424,7 @@ def test_goodness_beta_gradient_matches_finite_differences():
 
 
 def test_goodness_negatives_are_wrong_bytes_and_beta_takes_a_step():
-    """[FF-11] the scanned positions get a wrong byte from the goodness predictor, which starts
+    """[goodness predictor] the scanned positions get a wrong byte from the goodness predictor, which starts
     uniform (beta = 0), and beta takes one Adam step (size readout_lr)."""
     cfg, mcfg, params, state, stream, _ = lm_setup(D=16, L=2, scan_positions=40)
     tokens, _ = stream.batch(0)
@@ -448,7 +449,7 @@ def test_reservoir_is_the_frozen_lm_with_the_same_readout():
         cfg, mcfg, params, state, stream, _ = lm_setup(**kw)
         before = {k: v.copy() for k, v in params.items()}
         for t in range(3):
-            params, state, _ = ff.step(params, state, stream.batch(t), t, cfg, mcfg, 0)
+            params, state, _ = ff.step(params, state, stream.batch(t), t, cfg, mcfg, 0, ONE)
         for k in before:
             np.testing.assert_array_equal(params[k], before[k], err_msg=f"{kw}: {k} moved")
         readouts.append(ff.readout_view(state))

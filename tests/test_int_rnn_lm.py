@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import int_rnn_lm as lm
+import train
 
 # -----------------------------------------------------------------------------
 # an independent reference model: float64, byte by byte, written from the paper's equations
@@ -305,35 +306,15 @@ def test_sequence_logprob_is_independent_of_threads_and_pieces(threads, piece, m
     h0 = np.random.default_rng(8).integers(-127, 128, (2, n, 16)).astype(np.int8)
     pert = lowrank_perturbation(cfg, np, n, rank=2, shift=8, seed=9)
     pert["l0.w_f"] = lm.Full(pert["l0.w_f"].materialise(), 8)
-    a, ha = lm.sequence_logprob_rows(params, cfg, tokens, h0, pert, time_chunk=4)
+    a, ha = lm.sequence_logprob(params, cfg, tokens, h0, pert, time_chunk=4)
     try:
         lm.set_threads(threads)
-        b, hb = lm.sequence_logprob(params, cfg, tokens, h0, pert, time_chunk=4)
+        b, hb = lm.population_logprob(params, cfg, tokens, h0, pert, time_chunk=4)
     finally:
         lm.set_threads(1)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(ha, hb)
 
-
-@pytest.mark.parametrize("D,rows,T", [(16, 64, 25), (64, 128, 10), (256, 64, 10), (512, 16, 5)])
-def test_forward_peak_bytes_bounds_what_the_forward_allocates(D, rows, T):
-    """NumPy reports its allocations to tracemalloc: the population forward's peak stays under
-    forward_peak_bytes, and the bound is not vacuous (within 2.5x of the measured peak)."""
-    import tracemalloc
-    cfg = lm.ModelConfig(D, 2)
-    params = lm.init_params(cfg, seed=0)
-    pert = lowrank_perturbation(cfg, np, rows, rank=1, shift=8, seed=0)
-    tokens = np.random.default_rng(0).integers(0, 256, (rows, T + 1)).astype(np.uint8)
-    hidden = lm.zero_hidden(cfg, rows)
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        lm.sequence_logprob_rows(params, cfg, tokens, hidden, pert, T)
-        peak = tracemalloc.get_traced_memory()[1] - before
-    finally:
-        tracemalloc.stop()
-    bound = lm.forward_peak_bytes(cfg, rows * T)
-    assert peak <= bound <= 2.5 * peak, f"peak {peak:,} B, bound {bound:,} B"
 
 # -----------------------------------------------------------------------------
 # counter-based noise
@@ -397,14 +378,14 @@ def test_init_matches_paper_scheme():
 
 def test_split_is_last_ten_percent():
     data = np.arange(1000, dtype=np.int64).astype(np.uint8)
-    train, val = lm.split_train_val(data)
-    assert len(train) == 900 and len(val) == 100
-    np.testing.assert_array_equal(np.concatenate([train, val]), data)
+    train_bytes, val = train.split_train_val(data)
+    assert len(train_bytes) == 900 and len(val) == 100
+    np.testing.assert_array_equal(np.concatenate([train_bytes, val]), data)
 
 
 def test_train_stream_continues_rows_and_flags_reset():
     data = (np.arange(10_000) % 251).astype(np.uint8)
-    stream = lm.TrainStream(data, n_rows=4, seq_len=10)
+    stream = train.TrainStream(data, n_rows=4, seq_len=10)
     b0, r0 = stream.batch(0)
     b1, r1 = stream.batch(1)
     assert r0 and not r1
@@ -417,16 +398,16 @@ def test_train_stream_continues_rows_and_flags_reset():
 
 def test_val_windows_are_fixed_and_inside_val():
     val = np.arange(300, dtype=np.int64).astype(np.uint8)
-    w = lm.val_windows(val, 5, 20)
+    w = train.val_windows(val, 5, 20)
     assert w.shape == (5, 21)
-    np.testing.assert_array_equal(w, lm.val_windows(val, 5, 20))
+    np.testing.assert_array_equal(w, train.val_windows(val, 5, 20))
     assert w[0, 0] == val[0] and w[-1, -1] == val[-1]   # first and last byte of val
 
 
 def test_ngram_baselines_on_shipped_text():
     """The numbers the issues quote: unigram 4.83 and bigram 3.59 bits/byte on the val split."""
-    train, val = lm.split_train_val(lm.load_bytes(lm.DEFAULT_DATA))
-    b = lm.ngram_baselines(train, val)
+    train_bytes, val = train.split_train_val(train.load_bytes(train.DEFAULT_DATA))
+    b = train.ngram_baselines(train_bytes, val)
     assert b["uniform"] == 8.0
     assert abs(b["unigram"] - 4.83) < 0.005, b
     assert abs(b["bigram"] - 3.59) < 0.005, b
@@ -435,28 +416,28 @@ def test_ngram_baselines_on_shipped_text():
 def test_ngram_baselines_on_a_periodic_text():
     """'ab' repeated: unigram is 1 bit; the bigram predicts every byte (almost 0 bits)."""
     data = np.frombuffer(b"ab" * 500, np.uint8)
-    b = lm.ngram_baselines(*lm.split_train_val(data))
+    b = train.ngram_baselines(*train.split_train_val(data))
     assert abs(b["unigram"] - 1.0) < 0.01 and b["bigram"] < 0.05, b
 
 
 def test_bad_data_gives_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="not found: .*nope.txt"):
-        lm.load_bytes(str(tmp_path / "nope.txt"))
+        train.load_bytes(str(tmp_path / "nope.txt"))
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
     with pytest.raises(ValueError, match="empty.*empty.txt"):
-        lm.load_bytes(str(empty))
+        train.load_bytes(str(empty))
     short = tmp_path / "short.txt"
     short.write_bytes(b"x" * 100)
-    need = lm.min_data_bytes(8, 32, 64)
+    need = train.min_data_bytes(8, 32, 64)
     with pytest.raises(ValueError, match=f"short.txt has 100 bytes; need at least {need}"):
-        lm.check_data_size(lm.load_bytes(str(short)), str(short), 8, 32, 64)
+        train.check_data_size(train.load_bytes(str(short)), str(short), 8, 32, 64)
     # and the bound is tight enough: a file of exactly `need` bytes works end to end
     data = np.zeros(need, np.uint8)
-    lm.check_data_size(data, "ok", 8, 32, 64)
-    train, val = lm.split_train_val(data)
-    lm.TrainStream(train, 8, 32).batch(0)
-    lm.val_windows(val, 4, 64)
+    train.check_data_size(data, "ok", 8, 32, 64)
+    train_bytes, val = train.split_train_val(data)
+    train.TrainStream(train_bytes, 8, 32).batch(0)
+    train.val_windows(val, 4, 64)
 
 # -----------------------------------------------------------------------------
 # sampling

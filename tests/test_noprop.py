@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import noprop  # noqa: E402
-from conftest import fd_max_rel_error  # noqa: E402
+from conftest import ONE, fd_max_rel_error  # noqa: E402
 
 FD_TOL = 1e-6  # float64 central differences with h = 1e-6 land near 1e-9; 1e-6 flags any bug
 
@@ -208,6 +208,7 @@ def test_cupy_step_matches_numpy():
 # --- the integer LM (train.py --method noprop) ---
 
 import int_rnn_lm as lm  # noqa: E402
+import train  # noqa: E402
 
 
 def lm_setup(D=16, L=2, rows=4, seq=12, seed=0, **cfg_kw):
@@ -215,9 +216,9 @@ def lm_setup(D=16, L=2, rows=4, seq=12, seed=0, **cfg_kw):
     cfg = replace(noprop.Config(), rows=rows, **{"T": 4, "hidden": 32, **cfg_kw})
     mcfg = lm.ModelConfig(d_model=D, n_layers=L)
     params = lm.init_params(mcfg, seed)
-    train_bytes, val_bytes = lm.split_train_val(lm.load_bytes(lm.DEFAULT_DATA))
-    stream = lm.TrainStream(train_bytes, rows, seq)
-    return cfg, mcfg, params, noprop.init(params, cfg, mcfg, seed), stream, val_bytes
+    train_bytes, val_bytes = train.split_train_val(train.load_bytes(train.DEFAULT_DATA))
+    stream = train.TrainStream(train_bytes, rows, seq)
+    return cfg, mcfg, params, noprop.init(params, cfg, mcfg, seed, ONE), stream, val_bytes
 
 
 def test_one_hot_gradients_without_embedding_paths_match_finite_differences():
@@ -260,7 +261,7 @@ def test_lm_step_keeps_the_encoder_and_each_block_to_itself():
                 state[f"block{t}.W1"] = -2.0 * state[f"block{t}.W1"]
         p0, s0 = flat(params, {}), flat({}, state)
         for t in range(3):
-            params, new_state, _ = noprop.step(params, state, stream.batch(t), t, cfg, mcfg, 0)
+            params, new_state, _ = noprop.step(params, state, stream.batch(t), t, cfg, mcfg, 0, ONE)
             if t == 0:
                 assert all(np.array_equal(s0[k], v) for k, v in flat({}, state).items()), \
                     "step modified the caller's state"
@@ -278,8 +279,8 @@ def test_lm_step_keeps_the_encoder_and_each_block_to_itself():
 def test_predict_is_normalised_block_one_posterior():
     cfg, mcfg, params, state, stream, val_bytes = lm_setup(z0_draws=1)
     for t in range(2):
-        params, state, _ = noprop.step(params, state, stream.batch(t), t, cfg, mcfg, 0)
-    windows = lm.val_windows(val_bytes, 3, 20)
+        params, state, _ = noprop.step(params, state, stream.batch(t), t, cfg, mcfg, 0, ONE)
+    windows = train.val_windows(val_bytes, 3, 20)
     h0 = lm.zero_hidden(mcfg, 3)
     log2p, hidden = noprop.predict(params, state, mcfg)(windows[:, :-1], h0)
     assert log2p.shape == (3, 20, 256) and log2p.dtype == np.float64
@@ -296,11 +297,11 @@ def test_predict_is_normalised_block_one_posterior():
 def test_short_lm_run_lowers_val_bpb():
     cfg, mcfg, params, state, stream, val_bytes = lm_setup(D=32, L=1, rows=16, seq=50, T=4,
                                                            hidden=64, lr=3e-3)
-    windows = lm.val_windows(val_bytes, 16, 64)
+    windows = train.val_windows(val_bytes, 16, 64)
     v0 = lm.evaluate(params, mcfg, windows, noprop.predict(params, state, mcfg))
     t0 = time.time()
     for t in range(40):
-        params, state, stats = noprop.step(params, state, stream.batch(t), t, cfg, mcfg, 0)
+        params, state, stats = noprop.step(params, state, stream.batch(t), t, cfg, mcfg, 0, ONE)
     v1 = lm.evaluate(params, mcfg, windows, noprop.predict(params, state, mcfg))
     msg = (f"val bits/byte {v0:.3f} -> {v1:.3f} in 40 steps ({time.time() - t0:.1f} s), "
            f"Eq. 8 loss {stats['loss']:.3f} (measured 8.267 -> 4.872 in 5.6 s; unigram 4.83)")
@@ -312,7 +313,7 @@ def test_lm_step_determinism():
     for seed in (3, 3, 4):
         cfg, mcfg, params, state, stream, _ = lm_setup(seed=0)
         for t in range(2):
-            params, state, _ = noprop.step(params, state, stream.batch(t), t, cfg, mcfg, seed)
+            params, state, _ = noprop.step(params, state, stream.batch(t), t, cfg, mcfg, seed, ONE)
         runs.append(flat(params, state))
     a, b, c = runs
     for k in a:
@@ -330,7 +331,7 @@ def test_check_config_rejects_bad_values(field, value, message):
 
 
 def test_features_are_the_reservoir_baselines():
-    """[LM-1] is bit for bit forward_forward's [FF-10] F: the reservoir baseline
+    """[LM-1] is bit for bit forward_forward's [readout] F: the reservoir baseline
     (`train.py --method forward_forward --reservoir true`) reads the same integer-LM features
     with a linear softmax that NoProp's blocks read with their MLPs."""
     import forward_forward
