@@ -4,7 +4,7 @@ r"""Throughput benchmarks: every number a ratio measured in one run on the curre
     $ python bench.py --device cuda    # GPU: the paper's sizes (D = 256, 1024; N up to 2^18)
     $ python bench.py --device cuda --quick   # GPU acceptance (.ci/gpu): a reduced set
 
-Tables (DESIGN §8):
+Tables:
   1. integer matmul paths, TOPS and "exact?" against a float64 reference, on the model's
      shapes and on 4096^3: the loop reference (tiny shape only), float64 and float32 BLAS on
      integer-valued arrays (the CPU fast path), the backend's own integer matmul, and on a GPU

@@ -238,7 +238,7 @@ class Config:
     rank: int = 1             # r: rank of each member's perturbation of each matrix
     noise_reuse: int = 1      # steps sharing one noise draw (0: the same noise every step)
     time_chunk: int = 25      # bytes per forward chunk (memory bound; results do not depend on it)
-    member_chunk: int = 0     # members per forward chunk, even, 0 = all (memory bound on large N)
+    member_chunk: int = 0     # members per chunk, even, 0 = all (bounds a step's memory)
 
 
 # train.py's run on each device: its own settings (steps, seq_len, ...) and Config overrides.
@@ -301,7 +301,7 @@ def init(params, cfg, mcfg, seed, world):
 
 
 def step(params, state, batch, t, cfg, mcfg, seed, world):
-    """One EGGROLL step on windows `batch` = (tokens (S, T + 1), reset). Under mpirun this
+    """One step on windows `batch` = (tokens (S, T + 1), reset). Under mpirun this
     process evaluates its share of the members; every process draws all the noise and applies
     the same update, so only the N fitness values travel (Salimans et al. 2017, Alg. 2)."""
     tokens, reset = batch
@@ -323,7 +323,7 @@ def step(params, state, batch, t, cfg, mcfg, seed, world):
     return params, state, stats
 
 # -----------------------------------------------------------------------------
-# the float algorithm on a toy problem (§4.1-4.2, Eq. 6): `python eggroll.py`
+# the float algorithm on a toy problem, what `python eggroll.py` runs
 
 
 @dataclass

@@ -219,7 +219,7 @@ class Config:
     lr: float = 1.0           # sgd: int8 weight units per standard deviation of Z, times alpha
     noise_reuse: int = 1      # steps sharing one noise draw (0: the same noise every step)
     time_chunk: int = 25      # bytes per forward chunk (memory bound; results do not depend on it)
-    member_chunk: int = 64    # members per chunk, even, 0 = all: bounds the noise drawn at once
+    member_chunk: int = 64    # members per chunk, even, 0 = all (bounds a step's memory)
 
 
 # train.py's run on each device: its own settings (steps, seq_len, ...) and Config overrides.
@@ -280,7 +280,7 @@ def init(params, cfg, mcfg, seed, world):
 
 
 def step(params, state, batch, t, cfg, mcfg, seed, world):
-    """One naive-ES step on windows `batch` = (tokens (S, T + 1), reset). Under mpirun this
+    """One step on windows `batch` = (tokens (S, T + 1), reset). Under mpirun this
     process evaluates its share of the members; every process draws all the noise and applies
     the same update, so only the N fitness values travel (Salimans et al. 2017, Alg. 2)."""
     tokens, reset = batch
@@ -302,7 +302,7 @@ def step(params, state, batch, t, cfg, mcfg, seed, world):
     return params, state, stats
 
 # -----------------------------------------------------------------------------
-# the float algorithm on a toy problem (Alg. 1): `python es_naive.py`
+# the float algorithm on a toy problem, what `python es_naive.py` runs
 
 
 @dataclass

@@ -47,19 +47,10 @@ What this file simplifies or departs from:
 y_i = byte i + 1 (m = 256, fixed one-hot E, d = 256), and x_i = the byte context as the integer
 RNN sees it after byte i, the normalised activities of its embedding and of every block:
     [LM-1]  x_i = [rms(emb_i) | rms(y_1,i) | ... | rms(y_L,i)],  rms(a) = a / sqrt(mean a^2)
-Choice: the LM is a shared context ENCODER, fixed at its initialisation, and NoProp's T blocks
-sit on top of it; the LM's own layers are not the blocks. Why:
-  * NoProp block t sees x and z_{t-1} only, never block t-1's output; an LM layer reads the
-    residual stream of the layer below (a forward pass across blocks), has no input for z,
-    and with L = 1 there would be one block, not T = 10;
-  * a shared encoder trained by the blocks' losses would take a gradient from every block and
-    back through time: the global backprop NoProp removes. Fixed, the encoder is a random
-    integer recurrent reservoir (an "echo-state" network), and each block's own
-    first layer over x plays the part of each paper block's own image path.
-So the int8 LM never changes under this method (its forward is the integer model, unchanged;
-its ln_out and head are unused) and what learns is float: the T blocks and the head, by
-Alg. 1 / Eq. 8 exactly as in the toy (same functions; fixed one-hot E, so nothing couples the
-blocks and Eq. 8's KL is a constant).
+The LM is a context encoder fixed at its initialisation, under the T blocks (why: at the LM
+section below), so the int8 LM never changes under this method and what learns is float: the
+blocks and the head, by Alg. 1 / Eq. 8 exactly as in the toy (the same functions; fixed
+one-hot E, so nothing couples the blocks and Eq. 8's KL is a constant).
 Predictive for bits/byte and sampling: the block-1 posterior. Block 1 sees z_0, nearly pure
 noise (SNR(0) = 0.001), and with one-hot E its loss is a Brier score, a proper scoring rule:
 its optimum is p(y | x, z_0), which is p(y | x) up to that SNR. Averaged over K fixed draws:
@@ -283,6 +274,16 @@ def noprop_chain(params, x, sched, rng=None):
 
 # -----------------------------------------------------------------------------
 # on the integer LM: a fixed integer encoder, NoProp-DT blocks on top [LM-1]
+#
+# Choice: the LM is a shared context ENCODER, fixed at its initialisation, and NoProp's T blocks
+# sit on top of it; the LM's own layers are not the blocks. Why:
+#   * NoProp block t sees x and z_{t-1} only, never block t-1's output; an LM layer reads the
+#     residual stream of the layer below (a forward pass across blocks), has no input for z,
+#     and with L = 1 there would be one block, not T = 10;
+#   * a shared encoder trained by the blocks' losses would take a gradient from every block and
+#     back through time: the global backprop NoProp removes. Fixed, the encoder is a random
+#     integer recurrent reservoir (an "echo-state" network), and each block's own
+#     first layer over x plays the part of each paper block's own image path.
 
 
 def features(acts):
