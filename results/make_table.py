@@ -1,0 +1,190 @@
+"""The main results table, re-run from scratch: every method at 2 and 10 minutes, seeds 0 and 1,
+each run alone on the machine, one after the other; then the table and the figures.
+
+    $ python results/make_table.py                    # every run (about 3 hours on 2 cores)
+    $ python results/make_table.py --table_only       # the table and figures from the runs made
+    $ python results/make_table.py --budgets 120 --seeds 0 --methods eggroll,backprop
+
+Each run is `python train.py --method M --budget_s B --seed S --out results/runs/<B>s_seed<S>`
+(the methods' defaults, nothing else on the command line) in a fresh process; a run whose
+summary.json exists is kept (delete the folder to redo it). The table (results/table.md) gives,
+per method, the median over the seeds of: val bits/byte at each budget; the wall-clock seconds
+and the member-tokens (bytes scored, summed over members) at the first evaluation at or below
+4.5, 4.0 and 3.6 bits/byte in the longest budget, and their ratio to backprop's; member-tokens/s;
+peak memory. The figures (results/cpu_compare*.png) show seed 0's curves with the EGGROLL
+authors' trainer (results/nano_egg_cpu.csv) and the n-gram lines.
+"""
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+import train  # noqa: E402
+
+RUNS = os.path.join(HERE, "runs")
+REFERENCE = os.path.join(HERE, "nano_egg_cpu.csv")
+THRESHOLDS = (4.5, 4.0, 3.6)
+# the rows: (label, method, extra flags); the reservoir is forward_forward with a frozen LM
+ROWS = [("EGGROLL", "eggroll", []), ("naive ES", "es_naive", []), ("MeZO", "mezo", []),
+        ("Forward-Forward", "forward_forward", []), ("NoProp", "noprop", []),
+        ("reservoir", "forward_forward", ["--reservoir", "true"]),
+        ("backprop", "backprop", [])]
+
+
+def run_dir(budget, seed, label):
+    tag = "" if label not in ("reservoir",) else "_reservoir"
+    return os.path.join(RUNS, f"{budget}s_seed{seed}{tag}")
+
+
+def run(label, method, flags, budget, seed):
+    """One training run in its own process, unless its summary.json exists."""
+    out = run_dir(budget, seed, label)
+    if os.path.exists(os.path.join(out, method, "summary.json")):
+        return
+    cmd = [sys.executable, "train.py", "--method", method, "--budget_s", str(budget),
+           "--seed", str(seed), "--out", out, "--overwrite"] + flags
+    print("$", " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+
+
+def load(label, method, budget, seed):
+    """(summary, [(elapsed_s, member_tokens so far, val_bpb)]) of a run, or None."""
+    d = os.path.join(run_dir(budget, seed, label), method)
+    path = os.path.join(d, "summary.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        summary = json.load(f)
+    curve, tokens, last_step = [], 0.0, 0
+    for r in train.read_log(os.path.join(d, "log.csv")):
+        step = int(r["step"])
+        if r.get("member_tokens"):                     # this step's; constant between log rows
+            tokens += float(r["member_tokens"]) * (step - last_step)
+        last_step = step
+        if r["val_bpb"]:
+            curve.append((float(r["elapsed_s"]), tokens, float(r["val_bpb"])))
+    return summary, curve
+
+
+def first_below(curve, level):
+    """(seconds, member-tokens) at the first evaluation at or below `level`, or None."""
+    return next(((s, m) for s, m, v in curve if v <= level), None)
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def table(budgets, seeds):
+    longest = max(budgets)
+    rows, reach = [], {}
+    for label, method, _ in ROWS:
+        runs = {(b, s): load(label, method, b, s) for b in budgets for s in seeds}
+        if not any(runs.values()):
+            continue
+        vals = [median([r[0]["val_bpb"] for (b, _), r in runs.items() if b == budget and r])
+                for budget in budgets]
+        hits = {lvl: [first_below(r[1], lvl) for (b, _), r in runs.items() if b == longest and r]
+                for lvl in THRESHOLDS}
+        reach[label] = {lvl: (median([h[0] for h in hs if h]) if all(hs) else None,
+                              median([h[1] for h in hs if h]) if all(hs) else None)
+                        for lvl, hs in hits.items()}
+        summaries = [r[0] for (b, _), r in runs.items() if b == longest and r]
+        rows.append((label, method, vals, median([s["member_tokens_per_s"] for s in summaries]),
+                     median([s["peak_memory_mb"] for s in summaries]), summaries[0]))
+    ref = train.read_reference(REFERENCE)
+    base = reach.get("backprop", {})
+    head = ("| method | " + " | ".join(f"val bits/byte, {b // 60} min" for b in budgets) + " | "
+            + " | ".join(f"to {lvl}: s (x backprop) / member-tokens (x backprop)"
+                         for lvl in THRESHOLDS) + " | member-tokens/s | peak memory |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for label, method, vals, rate, mem, s in rows:
+        cells = [fmt(v, ".3f") for v in vals]
+        for lvl in THRESHOLDS:
+            sec, tok = reach[label][lvl]
+            b_sec, b_tok = base.get(lvl, (None, None))
+            ratio = lambda a, b: f" (x{a / b:,.1f})" if a and b else ""  # noqa: E731
+            cells.append("not reached" if sec is None else
+                         f"{sec:,.0f}{ratio(sec, b_sec)} / {tok / 1e6:,.1f} M{ratio(tok, b_tok)}")
+        lines.append(f"| {label} (`{method}.py`) | " + " | ".join(cells) +
+                     f" | {fmt(rate, ',.0f')} | {fmt(mem, ',.0f')} MB |")
+    ref_vals = [next((v for t, v in reversed(ref) if t <= b), None) for b in budgets]
+    ref_reach = [next((t for t, v in ref if v <= lvl), None) for lvl in THRESHOLDS]
+    lines.append("| nano-egg (the EGGROLL authors' trainer, results/nano_egg_cpu.csv) | "
+                 + " | ".join(fmt(v, ".2f") for v in ref_vals) + " | "
+                 + " | ".join("not reached" if t is None else f"{t:,.0f} / -" for t in ref_reach)
+                 + " | 80-120k | 17.3 GB |")
+    b = rows[0][5]["baselines"]
+    lines.append(f"| uniform / unigram / bigram | {b['uniform']:.3f} / {b['unigram']:.3f} / "
+                 f"{b['bigram']:.3f} |" + " |" * (len(budgets) + len(THRESHOLDS) + 1))
+    s = rows[0][5]
+    lines.append(f"\nMedians over seeds {', '.join(map(str, seeds))}; commit {s['commit']}, "
+                 f"{s['date']}, {s['machine']}; each run alone, one after another.")
+    return "\n".join(lines)
+
+
+def figure(budget, seed, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5))
+    baselines = None
+    for label, method, _ in ROWS:
+        got = load(label, method, budget, seed)
+        if got:
+            baselines = got[0]["baselines"]
+            ax.plot([c[0] for c in got[1]], [c[2] for c in got[1]], marker="o", ms=2,
+                    label=label, ls=":" if label == "reservoir" else "-")
+    ref = [(t, v) for t, v in train.read_reference(REFERENCE) if t <= budget * 1.05]
+    ax.plot(*zip(*ref), ls="--", color="black", lw=1.2, label="nano-egg (authors' trainer)")
+    for name, style in (("unigram", "--"), ("bigram", ":")):
+        ax.axhline(baselines[name], color="gray", ls=style, label=f"{name} {baselines[name]:.2f}")
+    ax.set_ylim(2.5, 8.8)
+    ax.set_xlabel("wall-clock seconds (2-core CPU)")
+    ax.set_ylabel("val bits/byte")
+    ax.set_title(f"the same integer LM, data and budget ({budget // 60} minutes, seed {seed})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budgets", default="120,600", help="seconds per run, comma-separated")
+    p.add_argument("--seeds", default="0,1", help="comma-separated")
+    p.add_argument("--methods", default="", help="only these rows' methods (default: all)")
+    p.add_argument("--table_only", action="store_true", help="no runs: table and figures only")
+    args = p.parse_args()
+    budgets = [int(b) for b in args.budgets.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    wanted = set(filter(None, args.methods.split(",")))
+    if not args.table_only:
+        for budget in budgets:
+            for seed in seeds:
+                for label, method, flags in ROWS:
+                    if not wanted or method in wanted:
+                        run(label, method, flags, budget, seed)
+    text = table(budgets, seeds)
+    with open(os.path.join(HERE, "table.md"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+    for budget in budgets:
+        name = "cpu_compare.png" if budget == min(budgets) else f"cpu_compare_{budget // 60}min.png"
+        figure(budget, seeds[0], os.path.join(HERE, name))
+
+
+if __name__ == "__main__":
+    main()
