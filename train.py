@@ -16,6 +16,9 @@ A method is a module with (README "The method interface"):
     init(params, cfg, mcfg, seed, world) -> state                   a dict of arrays
     step(params, state, (tokens, reset), t, cfg, mcfg, seed, world) -> (params, state, stats)
     predict(params, state, mcfg) -> fn(tokens, hidden) -> (log2 p, hidden)   [optional]
+    val_scores(params, state, mcfg, windows) -> {"val_...": value}     [optional: further
+                                scores on the validation windows at every evaluation, logged
+                                as log.csv columns and put into summary.json]
     check_split(cfg, K), PER_MEMBER_STATE   [optional: the method runs under mpirun]
 stats holds at least "loss" and "member_tokens" (bytes scored this step, summed over members);
 its values may stay on the device until a log step reads them. Everything random derives from
@@ -54,7 +57,7 @@ import numpy as np
 
 import int_rnn_lm as lm
 
-METHODS = ("eggroll", "es_naive", "mezo", "forward_forward", "noprop")
+METHODS = ("eggroll", "es_naive", "mezo", "forward_forward", "noprop", "backprop")
 
 # the run's own settings on each device; a method's DEFAULTS may override them
 RUN_DEFAULTS = {
@@ -853,6 +856,15 @@ def evaluate(r):
     return r.world.bcast(lm.evaluate(r.params, r.mcfg, r.windows, predict) if r.lead else None)
 
 
+def val_scores(r):
+    """The method's further scores on the same windows ({} without val_scores), formatted."""
+    if not hasattr(r.method, "val_scores"):
+        return {}
+    scores = r.world.bcast(r.method.val_scores(r.params, r.state, r.mcfg, r.windows)
+                           if r.lead else None)
+    return {k: f"{v:.5f}" for k, v in scores.items()}
+
+
 def checkpoint(r, name, step):
     """Collective under mpirun: the processes' per-member state is joined on rank 0."""
     full_state = unshard(r.state, r.method, r.world)
@@ -872,11 +884,11 @@ def train_loop(r):
         r.step = t
         # rank 0's clock decides, so that every process stops after the same step
         out_of_time = r.world.bcast(budget is not None and r.elapsed() >= budget)
-        val = None
+        val, scores = None, {}
         if t % r.run["eval_every"] == 0 or t == steps or out_of_time:
             eval_start = time.time()
             check_ranks_agree(r.params, r.world, t)
-            val = evaluate(r)
+            val, scores = evaluate(r), val_scores(r)
             if val < r.best:
                 r.best = val
                 checkpoint(r, "ckpt_best.npz", t)
@@ -887,9 +899,10 @@ def train_loop(r):
             pace = (r.elapsed() - r.elapsed_before) / (t - r.start)
             left = pace * (steps - t) if steps else budget - r.elapsed()
             total = steps or f"~{t + max(0, int(left / pace))}"
-            r.say(progress_line(t, total, stats, val, rate, r.elapsed(), left), flush=True)
+            r.say(progress_line(t, total, stats, val, rate, r.elapsed(), left)
+                  + "".join(f" | {k} {v}" for k, v in scores.items()), flush=True)
             r.rows.append({"step": t, "loss": f"{stats['loss']:.5f}",
-                           "val_bpb": "" if val is None else f"{val:.5f}",
+                           "val_bpb": "" if val is None else f"{val:.5f}", **scores,
                            "member_tokens_per_s": f"{rate:.1f}", "elapsed_s": f"{r.elapsed():.1f}",
                            **{k: f"{v:.6g}" for k, v in stats.items() if k != "loss"}})
             tokens, window_start, eval_s = 0, time.time(), 0.0
@@ -918,6 +931,7 @@ def finish(r, t):
     summary = {"method": r.args.method, "file": f"{r.args.method}.py", "device": r.device,
                "world_size": r.world.size, "threads": r.threads if r.device == "cpu" else None,
                "seed": r.seed, "val_bpb": float(final["val_bpb"]), "best_val_bpb": r.best,
+               **{k: float(v) for k, v in final.items() if k.startswith("val_") and v},  # + val_scores
                "steps": t, "wall_s": round(r.elapsed(), 1),
                "member_tokens_per_s": float(np.median(rates)) if rates else 0.0,
                "peak_memory_mb": peak_memory_mb(r.xp), "baselines": r.baselines,
@@ -939,10 +953,11 @@ def train(argv):
         return compare(args.compare, args.reference) if args.compare else sample_checkpoint(args)
     r.t0 = time.time()
     if r.start == 0:
-        v0 = evaluate(r)
+        v0, scores = evaluate(r), val_scores(r)
         r.rows.append({"step": 0, "loss": "", "val_bpb": f"{v0:.5f}", "member_tokens_per_s": "",
-                       "elapsed_s": "0.0"})
-        r.say(f"step {0:5d}/{r.run['steps'] or '?'} | val {v0:.4f} (untrained)")
+                       "elapsed_s": "0.0", **scores})
+        r.say(f"step {0:5d}/{r.run['steps'] or '?'} | val {v0:.4f} (untrained)"
+              + "".join(f" | {k} {v}" for k, v in scores.items()))
     try:
         t = train_loop(r)
     except KeyboardInterrupt:

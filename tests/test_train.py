@@ -23,6 +23,7 @@ SMALL = {
     "mezo": [],
     "forward_forward": [],
     "noprop": [],
+    "backprop": [],
 }
 
 
