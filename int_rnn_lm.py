@@ -113,14 +113,42 @@ def init_params(cfg, seed, xp=np):
             rng = np.random.default_rng([seed, INIT_STREAM, pid])
             w = np.rint(Q_ONE * rng.standard_normal(shape))            # q4, N(0, 1) * 16
             params[name] = xp.asarray(np.clip(w, -127, 127).astype(np.int8))
-        elif name.split(".")[-1].startswith("ln"):
-            params[name] = xp.full(shape, Q_ONE, dtype=xp.int8)          # q4: 1.0
         else:
-            params[name] = xp.zeros(shape, dtype=xp.int8)                # biases start at 0
+            params[name] = init_params_vector(name, shape, xp)
     return params
 
 
+def init_params_vector(name, shape, xp):
+    """A vector parameter's init: norm weights 16 (q4 1.0), biases 0."""
+    if name.split(".")[-1].startswith("ln"):
+        return xp.full(shape, Q_ONE, dtype=xp.int8)                      # q4: 1.0
+    return xp.zeros(shape, dtype=xp.int8)                                # biases start at 0
+
+
 INIT_STREAM = 0x1417   # the generator key's purpose tag for init_params
+
+
+def init_params_in_rows(cfg, seed, xp=np, max_draw=1 << 22):
+    """init_params bit for bit, in bounded memory: each matrix's normals are drawn a block of
+    rows at a time (at most max_draw float64 numbers, 32 MiB), rounded into the int8 matrix.
+
+    init_params holds float64 copies of a whole matrix (2.7 GB each for the 36864 x 9216 MLP
+    of a D = 9216 model); here the peak is the int8 parameters plus one block. The generator
+    draws the same numbers in the same order whether asked for them at once or in pieces."""
+    check_model_config(cfg)
+    params = {}
+    for pid, (name, shape) in enumerate(param_shapes(cfg).items()):
+        if len(shape) != 2:
+            params[name] = init_params_vector(name, shape, xp)
+            continue
+        rng = np.random.default_rng([seed, INIT_STREAM, pid])
+        w = np.empty(shape, dtype=np.int8)
+        rows = max(1, max_draw // shape[1])
+        for r0 in range(0, shape[0], rows):
+            block = np.rint(Q_ONE * rng.standard_normal((min(rows, shape[0] - r0), shape[1])))
+            w[r0: r0 + rows] = np.clip(block, -127, 127)                 # q4, N(0, 1) * 16
+        params[name] = xp.asarray(w)
+    return params
 
 
 def count_params(cfg):
@@ -194,7 +222,8 @@ EXACT_I32_MAX_N = (2**31 - 1) // 127**2
 def int_matmul(x, w):
     """Exact x @ w.T for int8-valued x (..., n) and int8 w (m, n) -> int32 (..., m).
 
-    CPU: BLAS in float32 (n <= 1040) or float64, exact by the bound above.
+    CPU: BLAS in float32, one GEMM (n <= 1040) or int_matmul_split's chunks, exact by the
+    bound above.
     GPU: cuBLAS int8 x int8 -> int32 GemmEx in TN layout when n and m are multiples of 4,
     else the same exact float path on the GPU. Never `matmul(..., dtype=int32)` on int8 inputs:
     CuPy computes in int8 and wraps."""
@@ -207,9 +236,35 @@ def int_matmul(x, w):
     if xp is not np and n % 4 == 0 and w.shape[0] % 4 == 0:
         x8 = x.reshape(-1, n).astype(xp.int8)          # exact: x holds int8 values
         return _cublas_int8_tn(x8, w).reshape(*x.shape[:-1], w.shape[0])
-    ft = xp.float32 if n <= EXACT_F32_MAX_N else xp.float64
-    x2 = x.reshape(-1, n).astype(ft)       # 2-D, so BLAS sees one big GEMM, not a stack of small
-    return (x2 @ w.astype(ft).T).astype(xp.int32).reshape(*x.shape[:-1], w.shape[0])
+    x2 = x.reshape(-1, n)                  # 2-D, so BLAS sees one big GEMM, not a stack of small
+    if xp is np and n > EXACT_F32_MAX_N:
+        out = int_matmul_split(x2, w)
+    else:
+        ft = xp.float32 if n <= EXACT_F32_MAX_N else xp.float64
+        out = (x2.astype(ft) @ w.astype(ft).T).astype(xp.int32)
+    return out.reshape(*x.shape[:-1], w.shape[0])
+
+
+def int_matmul_split(x, w):
+    """Exact x @ w.T for int8-valued x (B, n) and int8 w (m, n), n > 1040 -> int32 (B, m),
+    in float32 (llm.c's way: the plain path above, the fitting one beside it).
+
+    The contraction is cut into c = ceil(n / 1040) chunks of at most 1040 columns; each chunk's
+    partial sums are below 1040 * 127^2 < 2^24, so its float32 GEMM is exact, and its result
+    goes to int32 and is summed there, exact while n * 127^2 < 2^31 (int_matmul's n limit):
+        x @ w.T = sum_j  I32(f32(x[:, K_j]) @ f32(w[:, K_j]).T),   K_j the j-th column chunk
+    Only one chunk of w is ever copied to float32 (m x 1040 x 4 bytes), where a float64 copy
+    of the whole w would take 8 m n bytes."""
+    xp = backend_of(x)
+    B, n = x.shape
+    m = w.shape[0]
+    c = -(-n // EXACT_F32_MAX_N)                              # chunks
+    edges = [n * j // c for j in range(c + 1)]                # equal chunks of <= 1040 columns
+    out = xp.zeros((B, m), dtype=xp.int32)
+    for k0, k1 in zip(edges[:-1], edges[1:]):
+        part = x[:, k0:k1].astype(xp.float32) @ w[:, k0:k1].astype(xp.float32).T   # (B, m) exact
+        out += part.astype(xp.int32)
+    return out
 
 
 def _cublas_int8_tn(x, w):

@@ -77,3 +77,77 @@ def test_memory_per_member():
             held = sum(p.A.nbytes + p.B.nbytes for p in pert.values()
                        if isinstance(p, lm.LowRank)) // 4
             assert held == 1_792 == mem["eggroll"] - 2 * 5 * 64, f"EGGROLL factors {held}"
+
+# -----------------------------------------------------------------------------
+# the exact pieces the billion-parameter step needs: int_matmul's split float32 path above
+# n = 1040, and init_params in row blocks
+
+
+def extreme_rows(n):
+    """int8 rows with the largest sums: all +127, all -127, alternating, all 1, and all +127
+    but the last entry 126 or 1. Against an all-127 row the last two sum to (n - 1) 127^2 +
+    16002 and + 127; for n >= 1042 one of them is odd and past 2^24, which float32 cannot hold
+    in any summation order."""
+    last = lambda v: np.concatenate([np.full(n - 1, 127), [v]])
+    return np.stack([np.full(n, 127), np.full(n, -127), np.tile([127, -127], n)[:n],
+                     np.full(n, 1), last(126), last(1)]).astype(np.int8)
+
+
+@pytest.mark.parametrize("B,n,m", [(3, 1041, 5), (2, 2080, 4), (4, 2081, 3), (2, 5000, 6)])
+def test_int_matmul_split_equals_the_loops_bit_for_bit(B, n, m):
+    """int_matmul_split (and int_matmul, which takes it above n = 1040 on the CPU) equals the
+    Python-int loops and float64 BLAS on random int8 with +-127 extremes, at chunk edges."""
+    rng = np.random.default_rng(n)
+    x = np.concatenate([extreme_rows(n), rng.integers(-127, 128, (B, n)).astype(np.int8)])
+    w = np.concatenate([extreme_rows(n), rng.integers(-127, 128, (m, n)).astype(np.int8)])
+    ref = lm.int_matmul_reference(x, w)
+    np.testing.assert_array_equal(ref, (x.astype(np.float64) @ w.astype(np.float64).T))
+    for got in (lm.int_matmul_split(x, w), lm.int_matmul(x, w)):
+        assert got.dtype == np.int32
+        np.testing.assert_array_equal(got, ref)
+    # a case a single float32 GEMM gets wrong: an odd sum past 2^24
+    one_gemm = (x.astype(np.float32) @ w.astype(np.float32).T).astype(np.int64)
+    assert n < 1042 or not np.array_equal(one_gemm, ref)
+
+
+def test_int_matmul_split_is_exact_up_to_the_int32_limit():
+    """At n = EXACT_I32_MAX_N (133,143) the all-127 sum 2,147,469,647 is 2^31 - 14,001: every
+    chunk exact in float32, the int32 sum exact and unwrapped."""
+    n = lm.EXACT_I32_MAX_N
+    x, w = extreme_rows(n), extreme_rows(n)
+    got = lm.int_matmul(x, w)
+    want = (x.astype(np.int64) @ w.astype(np.int64).T)
+    assert want.max() == n * 127**2 < 2**31
+    np.testing.assert_array_equal(got, want)
+
+
+def test_int_matmul_takes_the_split_path_above_1040(monkeypatch):
+    """On the CPU, n > 1040 goes through int_matmul_split (no float64 copy of the weight)."""
+    calls = []
+    monkeypatch.setattr(lm, "int_matmul_split", lambda x, w: calls.append(x.shape) or
+                        np.zeros((x.shape[0], w.shape[0]), np.int32))
+    lm.int_matmul(np.zeros((2, 3, 1040), np.int8), np.zeros((4, 1040), np.int8))
+    assert calls == []
+    lm.int_matmul(np.zeros((2, 3, 1041), np.int8), np.zeros((4, 1041), np.int8))
+    assert calls == [(6, 1041)]
+
+
+@pytest.mark.parametrize("max_draw", [1, 100, 1 << 22])
+def test_init_params_in_rows_equals_init_params(max_draw):
+    """The row-block init gives init_params' parameters bit for bit (names, order, dtypes)."""
+    cfg = lm.ModelConfig(48, 2)
+    want, got = lm.init_params(cfg, 7), lm.init_params_in_rows(cfg, 7, max_draw=max_draw)
+    assert list(got) == list(want)
+    for k in want:
+        assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k]), k
+
+
+def test_init_params_in_rows_holds_one_block_at_a_time():
+    """Its peak is the int8 parameters plus one float64 block (x3 for the rounding's
+    temporaries), far below init_params' whole-matrix float64 copies."""
+    cfg, max_draw = lm.ModelConfig(256, 1), 1 << 14
+    n_params = lm.count_params(cfg)
+    rows_peak = traced_peak(lambda: lm.init_params_in_rows(cfg, 0, max_draw=max_draw))
+    whole_peak = traced_peak(lambda: lm.init_params(cfg, 0))
+    assert rows_peak <= n_params + 3 * 8 * max_draw + 2**16, rows_peak
+    assert whole_peak > 8 * 4 * 256 * 256, whole_peak     # one float64 MLP matrix at least
