@@ -489,7 +489,7 @@ class LowRank:
         """(x E_i^T) >> shift for x (N, T, n) int8 values -> (N, T, m), as (x B_i) A_i^T.
 
         Cost O(T r (m + n)) per member instead of O(T m n): no E_i is ever built. int32 when
-        even all-127 inputs cannot overflow it (n r 127^3 < 2^31: n r <= 1040), else int64."""
+        even all-127 inputs cannot overflow it (n r 127^3 < 2^31: n r <= 1048), else int64."""
         xp = backend_of(x)
         n, r = self.B.shape[1], self.B.shape[2]
         it = xp.int32 if n * r * 127**3 < 2**31 and n * 127**2 + (n * r * 127**3 >> self.shift) \

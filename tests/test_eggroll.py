@@ -205,6 +205,40 @@ def test_sgd_update_moves_weights_by_eta_standard_deviations_under_random_signs(
         assert abs(change.std() / eta - 1) < 0.05, (eta, change.std())
 
 
+def test_z_beyond_one_int32_gemm_chunk_equals_the_int64_sum():
+    """P r beyond one exact int32 GEMM (rank 3 and 200,000 pairs: 600,000 > 133,143 products
+    per dot product) is cut into chunks and summed in int64: equal to sum_k F_k A_k B_k^T in
+    int64, with every F_k = 1 and all noise at one sign so that the sums grow as large as they
+    can; and such a config is accepted by check_config."""
+    cfg = eg.Config(population=2 * 200_000, rank=3)
+    eg.check_config(cfg)
+    P, m, n, r = 200_000, 2, 3, 3
+    A = np.full((P, m, r), 69, np.int8)
+    B = np.random.default_rng(0).integers(60, 70, (P, n, r)).astype(np.int8)
+    F = np.ones(P, np.int8)
+    Z = eg.accumulate_z(F, lambda name, pairs: (A[pairs], B[pairs]), "w", cfg)
+    want = np.einsum("pmr,pnr->mn", A.astype(np.int64), B.astype(np.int64))
+    np.testing.assert_array_equal(Z, want)
+    assert want.max() > 2**31, "the sums must exceed int32 for the test to mean anything"
+
+
+def test_sgd_step_at_max_lr_with_the_largest_z_does_not_overflow():
+    """eta = MAX_LR and |Z| at its bound P r 69^2 (P r just under 2^30 would take too long to
+    build; the multiplier is what grows): the q16 step equals the Python-int computation, and
+    the weight saturates at +-127 without wrapping."""
+    P, r = 1024, 1
+    std = 256 * math.sqrt(P * r)
+    Z = np.array([[P * r * 69 * 69, -P * r * 69 * 69, 0]], np.int64)
+    w = np.array([[100, -100, 5]], np.int8)
+    fraction = np.array([[2**15 - 1, -2**15, 7]], np.int32)
+    new_w, new_f = eg.sgd_step(w, fraction, Z, eg.MAX_LR, std)
+    for j in range(3):
+        ww, ff = sgd_update_by_hand(int(w[0, j]), int(fraction[0, j]), int(Z[0, j]), eg.MAX_LR,
+                                    std)
+        assert (int(new_w[0, j]), int(new_f[0, j])) == (ww, ff), j
+    np.testing.assert_array_equal(new_w, [[127, -127, 5]])
+
+
 def test_pair_signal_is_the_sign_of_the_pair_difference():
     f = np.array([5, 3, -2, -2, 0, 7], np.int64)
     np.testing.assert_array_equal(eg.pair_signal(f, eg.Config()), [1, 0, -1])

@@ -287,7 +287,8 @@ def test_short_lm_run_lowers_val_bits_per_byte():
     for t in range(60):
         params, state, stats = es_naive.step(params, state, stream.batch(t), t, cfg, mcfg, 0, ONE)
     after = lm.evaluate(params, mcfg, windows)
-    assert after <= before - 0.8, f"val bits/byte {before:.3f} -> {after:.3f} (need a 0.8 drop)"
+    assert after <= before - 0.8 and after < 7.5, \
+        f"val bits/byte {before:.3f} -> {after:.3f} (need a 0.8 drop, below uniform 8.0 - 0.5)"
     assert stats["member_tokens"] == 32 * 32, stats
 
 

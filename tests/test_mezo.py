@@ -26,6 +26,21 @@ def spsa_samples(n_dirs, k_samples, eps=1e-3):
     return np.stack(rows), grad_fn(params)  # (K, D), (D,)
 
 
+def test_spsa_estimate_is_exactly_the_directional_projection():
+    """On the quadratic the central difference is exact: pg = (L(θ+εz) − L(θ−εz)) / (2ε) = zᵀg,
+    so each estimate is (1/n) Σ_j (z_jᵀ g) z_j with the directions' own z_j (rtol 1e-6: θ is
+    perturbed in place and restored, which rounds), for n = 1 and n = 3."""
+    params, loss_fn, grad_fn = make_quadratic()
+    g = grad_fn(params)
+    for n in (1, 3):
+        cfg = mezo.FloatConfig(eps=1e-3, n_dirs=n, seed=5)
+        est, _ = mezo.estimate_grad(loss_fn, params, cfg, step=2)
+        z = np.stack([flat({name: mezo.tensor_noise(params[name], 5, 2, j, tid)
+                            for tid, name in enumerate(sorted(params))}) for j in range(n)])
+        np.testing.assert_allclose(flat(est), (z @ g) @ z / n, rtol=1e-6,
+                                   atol=1e-9 * np.abs(g).max())
+
+
 def test_spsa_mean_is_unbiased():
     """Eq. 1: the mean of K = 2000 one-direction estimates matches ∇f.
     Tolerance: cosine ≥ 0.95, relative error ≤ 3 · sqrt((d + 1)/K) (3 standard errors)."""
@@ -370,7 +385,8 @@ def test_short_lm_run_lowers_val_bits_per_byte():
     for t in range(240):
         params, state, _ = mezo.step(params, state, stream.batch(t), t, cfg, mcfg, 0, ONE)
     after = lm.evaluate(params, mcfg, windows)
-    assert after <= before - 0.8, f"val bits/byte {before:.3f} -> {after:.3f} (need a 0.8 drop)"
+    assert after <= before - 0.8 and after < 7.5, \
+        f"val bits/byte {before:.3f} -> {after:.3f} (need a 0.8 drop, below uniform 8.0 - 0.5)"
 
 
 @pytest.mark.parametrize("bad", [dict(batch=0), dict(eps_shift=-1), dict(eps_shift=8),

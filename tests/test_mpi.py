@@ -35,7 +35,7 @@ TINY = ["--device", "cpu", "--d_model", "16", "--n_layers", "1", "--seq_len", "1
 SPLIT = {
     "eggroll": ["--population", "16", "--group_size", "4"],
     "es_naive": ["--population", "8", "--group_size", "2", "--member_chunk", "2"],
-    "mezo": ["--batch", "4", "--n_dirs", "2"],
+    "mezo": ["--batch", "4", "--n_dirs", "4"],
 }
 # columns that differ between two runs of the same training: the wall clock
 NOT_STATE = ("member_tokens_per_s", "elapsed_s")
@@ -81,7 +81,7 @@ def assert_same_run(a, b):
 
 
 @pytest.mark.parametrize("method,k", [("eggroll", 2), ("eggroll", 4), ("es_naive", 2),
-                                      ("mezo", 2)])
+                                      ("es_naive", 4), ("mezo", 2), ("mezo", 4)])
 def test_k_processes_equal_one_process_bit_for_bit(method, k, tmp_path):
     argv = TINY + SPLIT[method] + ["--method", method, "--steps", "3"]
     assert alone(argv + ["--out", str(tmp_path / "one")]) == 0
