@@ -21,13 +21,15 @@ model's parameters. I(a) = clip(a, -127, 127) is the saturation I8, c_n = 16 isq
                h = I(s + gate (h' - s) / 256)                            (new state = output)
     log2 p(byte) = logit / 16 - log2 sum_j 2^(logit_j / 16)
 Departures from the integer model (each also marked at its line):
-  * every floor is dropped: the matmuls' floor(. / c), the GRU's two >> 8 and the norm's
-    floor(u w / r), so the twin is piecewise linear and has a gradient almost everywhere;
+  * every floor is dropped (`dropped_floor` marks each): the matmuls' floor(. / c), the
+    GRU's two >> 8 and the norm's two floors, so the twin is piecewise quadratic and has a
+    gradient almost everywhere; with the floors put back it is the integer model, bit for bit;
   * the norm's divisor r is mean|u| without its floor, clipped to [1, 127] as in the integer
     model: the integer divisor floor(mean|u|) is up to 1 smaller, so the integer norm's outputs
     are up to a factor r / (r - 1) larger; the gradient flows through r where the clip does
     not bind (1 < mean|u| < 127) and not where it does;
-  * log-softmax in float, not through the integer EXP2/LOG2 tables;
+  * the loss is the float log-softmax of the logits (lm.bits_per_byte scores the integer model
+    so too), not the integer fitness through the EXP2/LOG2 tables;
   * the float weights are kept in [-127, 127] after every step (a projection), so the twin
     never uses a weight the int8 model cannot hold; the int8 model is I8(round(w)).
 Saturation stays part of the model: every I8 is a clip, the head's too.
@@ -80,6 +82,13 @@ GRADCHECK_STREAM = 0xB9   # the demo's generator key purpose tag (training draws
 # the float twin's pieces: saturation, the scaled matmul, the norm, each with its derivative
 
 
+def dropped_floor(a):
+    """Where the integer model floors, the twin does not: its one departure in the layers,
+    marked at each line by this identity. (tests/test_backprop.py puts np.floor here and gets
+    the integer model bit for bit.)"""
+    return a
+
+
 def clip(a):
     """I(a): the float twin's I8, saturate to [-127, 127]."""
     return lm.backend_of(a).clip(a, -127.0, 127.0)
@@ -102,17 +111,17 @@ def outer(d, x):
 
 
 def linear(x, w):
-    """I(x W^T / (16 isqrt n)): lm.linear; departure: without its floor. (..., n) -> (..., m)."""
-    return clip(matmul(x, w) / lm.matmul_divisor(w.shape[1]))
+    """I(x W^T / (16 isqrt n)): lm.linear without its floor. (..., n) -> (..., m)."""
+    return clip(dropped_floor(matmul(x, w) / lm.matmul_divisor(w.shape[1])))
 
 
 def norm(u, w):
     """lm.int_norm's float counterpart: I(u w / r), r = clip(mean_j |u_j|, 1, 127).
     u (..., D), w (D,) -> (out (..., D), r (..., 1))."""
     xp = lm.backend_of(u)
-    # departure: mean |u| without the integer model's floor; its clip to [1, 127] is kept
-    r = xp.clip(xp.abs(u).mean(axis=-1, keepdims=True), 1.0, 127.0)
-    return clip(u * w / r), r      # departure: no floor of u w / r
+    # mean |u| without the integer model's floor; its clip to [1, 127] is kept
+    r = xp.clip(dropped_floor(xp.abs(u).mean(axis=-1, keepdims=True)), 1.0, 127.0)
+    return clip(dropped_floor(u * w / r)), r
 
 
 def norm_backward(d_out, u, w, out, r):
@@ -143,10 +152,10 @@ def gru_forward(w, p, n, s0):
         B_f[t] = linear(s[t], w[p + "u_f"])              # (S, D) I(s U_f^T / c)
         f[t] = clip(A_f[t] + w[p + "b_f"] + B_f[t])
         gate = f[t] + 127.0                              # [0, 254]: a gate of gate/256 in [0, 1)
-        fh[t] = clip(gate * s[t] / 256.0)                # f'; departure: no floor (>> 8)
+        fh[t] = clip(dropped_floor(gate * s[t] / 256.0))   # f' (the integer >> 8)
         B_h[t] = linear(fh[t], w[p + "u_h"])             # I(f' U_h^T / c)
         hh[t] = clip(A_h[t] + w[p + "b_h"] + B_h[t])     # h'
-        s[t + 1] = clip(s[t] + gate * (hh[t] - s[t]) / 256.0)   # departure: no floor (>> 8)
+        s[t + 1] = clip(s[t] + dropped_floor(gate * (hh[t] - s[t]) / 256.0))   # h
     return {"A_f": A_f, "A_h": A_h, "s": s, "B_f": B_f, "f": f, "fh": fh, "B_h": B_h, "hh": hh}
 
 
