@@ -19,6 +19,7 @@ import pytest
 
 import int_rnn_lm as lm
 import train
+from conftest import GPU
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "golden.json")) as f:
@@ -53,14 +54,19 @@ def test_primitives_match_their_golden_digests():
     assert sha(np.concatenate([v.ravel() for v in params.values()])) == g["init_params"]
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
 @pytest.mark.parametrize("name", sorted(GOLDEN["runs"]))
-def test_pinned_run_gives_its_golden_checkpoint(name, tmp_path):
+def test_pinned_run_gives_its_golden_checkpoint(name, device, tmp_path):
     """The run's checkpoint after 20 steps, array by array (evaluation settings changed to one
-    small evaluation at the end: no trained array depends on them)."""
+    small evaluation at the end: no trained array depends on them), on the CPU and, where a
+    GPU is usable, on CuPy against the same numbers."""
+    if device == "cuda" and not GPU:
+        pytest.skip("cupy: no usable GPU")
     run = GOLDEN["runs"][name]
     argv = (["--method", run["method"]] + shlex.split(GOLDEN["common_flags"]) +
             shlex.split(run["flags"]) + ["--eval_every", "20", "--val_windows", "2",
-                                         "--val_len", "16", "--out", str(tmp_path)])
+                                         "--val_len", "16", "--out", str(tmp_path),
+                                         "--device", device])
     assert train.train(argv) == 0
     out = tmp_path / run["method"]
     with np.load(out / "ckpt_last.npz") as z:
