@@ -18,6 +18,9 @@ Tables:
      step time of each method's CPU default with K = 1 and 2 processes (`mpiexec -n K`);
   5. CPU threads (train.py --threads): each method's CPU default step with 1 and 2 threads
      evaluating the rows (the results are bit-identical; tests/test_train.py).
+  memory (`--only memory`): backprop's activations vs ES at inference memory: one backprop
+     step's BPTT tape (by arithmetic) and traced peak against a plain integer inference forward
+     of the same rows x bytes and EGGROLL steps, at the CPU and GPU default sizes, with NumPy.
 GPU timings use CUDA events after a warm-up; CPU timings use perf_counter.
 
 Claims: the EGGROLL paper's (arXiv 2511.16652), each one CPU command printing the paper's number
@@ -40,9 +43,11 @@ import shutil
 import subprocess
 import sys
 import time
+import tracemalloc
 
 import numpy as np
 
+import backprop
 import eggroll
 import es_naive
 import int_rnn_lm as lm
@@ -977,11 +982,81 @@ CLAIMS = {"billion": claim_billion, "rank_convergence": claim_rank_convergence,
           "full_rank": claim_full_rank, "inference": claim_inference}
 
 
+# -----------------------------------------------------------------------------
+# memory: backprop's activations vs ES at inference memory. Backprop keeps the window's
+# activations for its backward pass (O(rows x bytes)); an ES step needs what one forward
+# time chunk needs (O(rows x time_chunk)) plus its noise. Measured with NumPy on the CPU at
+# both default sizes (tracemalloc sees NumPy's arrays).
+
+
+def traced_peak_bytes(fn):
+    """Bytes allocated at the peak of fn() beyond what was allocated before it."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        fn()
+        return tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+
+
+def memory_rows(device):
+    """At `device`'s default model and run settings: (what, rows x bytes, arithmetic bytes,
+    traced peak bytes) of one backprop step, a plain integer inference forward of the same rows
+    x bytes, an EGGROLL step scoring the same member-bytes (population = rows), and an EGGROLL
+    step at its own default."""
+    run = train.run_defaults(backprop, device)
+    mcfg = lm.ModelConfig(run["d_model"], run["n_layers"])
+    params = lm.init_params(mcfg, 0)
+    bcfg = train.default_config(backprop, device)
+    S, T = bcfg.rows, run["seq_len"]
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(0, 256, (S, T + 1)).astype(np.uint8)
+    state = backprop.init(params, bcfg, mcfg, 0, ONE)
+    backprop.step(params, state, (tokens, False), 0, bcfg, mcfg, 0, ONE)   # warm-up
+    rows = [("backprop step (BPTT tape, arithmetic: backprop.activation_bytes)", f"{S} x {T}",
+             backprop.activation_bytes(mcfg, S, T), traced_peak_bytes(
+                 lambda: backprop.step(params, state, (tokens, False), 1, bcfg, mcfg, 0, ONE))),
+            ("backprop state (float32 weights, Adam moments)", "", 12 * lm.count_params(mcfg),
+             None)]
+    chunk = min(T, 32)                                   # sequence_logprob's time_chunk
+    rows.append(("integer inference forward (bound: forward_peak_bytes)", f"{S} x {T}",
+                 forward_peak_bytes(mcfg, S * chunk), traced_peak_bytes(
+                     lambda: lm.sequence_logprob(params, mcfg, tokens, lm.zero_hidden(mcfg, S)))))
+    own = train.default_config(eggroll, device)
+    eT = train.run_defaults(eggroll, device)["seq_len"]
+    same = dataclasses.replace(own, population=S + S % 2, group_size=2, member_chunk=0)
+    for what, cfg, seq in (("EGGROLL step, the same member-bytes", same, T),
+                           ("EGGROLL step at its default", own, eT)):
+        seqs = rng.integers(0, 256, (eggroll.num_sequences(cfg), seq + 1)).astype(np.uint8)
+        estate = eggroll.init(params, cfg, mcfg, 0, ONE)
+        peak = traced_peak_bytes(lambda: eggroll.step(params, estate, (seqs, False), 1, cfg, mcfg,
+                                                      0, ONE))
+        rows.append((f"{what} (bound: step_peak_bytes)", f"{cfg.population} x {seq}",
+                     step_peak_bytes(mcfg, cfg, seq), peak))
+    return mcfg, rows
+
+
+def bench_memory():
+    out = []
+    for device in ("cpu", "cuda"):
+        t0 = time.perf_counter()
+        mcfg, rows = memory_rows(device)
+        out += [[f"{device} default, D = {mcfg.d_model}, L = {mcfg.n_layers}", what, rb,
+                 f"{arith / 2**20:,.1f}", "" if peak is None else f"{peak / 2**20:,.1f}"]
+                for what, rb, arith, peak in rows]
+        print(f"({device} default size measured in {time.perf_counter() - t0:.0f} s)", flush=True)
+    table("memory: backprop's activations vs ES at inference memory (MiB; NumPy, traced peak "
+          "of one step beyond its inputs)",
+          ["size", "what", "rows x bytes", "arithmetic", "traced peak"], out)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--repeat", type=int, default=3, help="timed runs per entry (median)")
-    p.add_argument("--only", choices=("matmul", "population", "scaling", "threads"), default=None,
+    p.add_argument("--only", choices=("matmul", "population", "scaling", "threads",
+                                        "memory"), default=None,
                    help="run one table group only")
     p.add_argument("--claim", choices=tuple(CLAIMS), default=None,
                    help="check one of the EGGROLL paper's claims (CPU): its table and "
@@ -1006,6 +1081,8 @@ def main():
         return bench_scaling(max(args.repeat, 5))
     if args.only == "threads":
         return bench_threads(max(args.repeat, 5))
+    if args.only == "memory":
+        return bench_memory()
     xp = train.get_backend(args.device)
     gpu = xp is not np
     print(f"device: {'cuda' if gpu else 'cpu'} ({xp.__name__})")
