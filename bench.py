@@ -532,7 +532,7 @@ def claim_billion(sizes=BILLION_SIZES, population=BILLION_POPULATION, seq_len=BI
                                if r["method"] == "es_naive" and r.get("member_chunk") == 2 else "")
         head = [label, r["D"], r["L"], f"{r['params']:,}"]
         if "error" in r:
-            table_rows.append(head + ["did not fit: " + r["error"][:48]] + [""] * 8)
+            table_rows.append(head + ["did not fit (" + r["error"].split(":")[0] + ")"] + [""] * 8)
             continue
         ph = r["phases"]
         member = sum(v for k, v in ph.items() if k.startswith("member"))
@@ -565,7 +565,9 @@ def billion_summary(rows, population, cap_bytes):
           f"{egg['step_peak_bytes'] / 2**30:.2f} GiB allocated by the step at its peak, "
           f"{egg['rss_bytes'] / 2**30:.2f} GiB process peak; plain inference of the same "
           f"batch {egg['inference_s']:.1f} s ({100 * egg['inference_s'] / egg['step_s']:.0f} % "
-          f"of the step).")
+          f"of the step). Of the step, the population forward took {egg['phases']['forward']:.1f}"
+          f" s (it grows with N x T) and the update {egg['phases']['update']:.1f} s (passes over "
+          f"every weight, whatever N: at the paper's populations it is a small part).")
     naive = [r for r in ok if r["method"] == "es_naive" and r["member_chunk"] != 2]
     if not naive:
         return
@@ -628,6 +630,10 @@ def plot_billion(rows, cap_bytes):
                 ax_m.loglog(xs, [big["step_peak_bytes"] / 2**30,
                                  big["step_peak_bytes"] / 2**30 * top / big["params"]], "--",
                             color=color, label="naive ES, by arithmetic")
+    failed = [r["params"] for r in rows if r["method"] == "es_naive" and "error" in r]
+    if failed:
+        ax_m.loglog(failed, [cap_bytes / 2**30] * len(failed), "x", color="C3", ms=10, mew=2,
+                    label="naive ES: MemoryError under the cap")
     xs = sorted({r["params"] for r in rows})
     ax_m.loglog(xs, [x / 2**30 for x in xs], ":", color="k", label="the int8 model itself")
     ax_m.axhline(cap_bytes / 2**30, color="k", lw=0.8, label="memory cap of each run")
