@@ -24,7 +24,9 @@ The integer scheme on the int8 LM (App. H), what `train.py --method eggroll` run
 `--update sgd` (the default; a departure) keeps a 16-bit fraction per weight, the optimiser
 state App. H.3 leaves to future work, and takes the float code path's SGD step on it:
     W_q16 <- W_q16 + 2^16 lr alpha_t Z / std(Z),   W = I8(round(W_q16 / 2^16))
-and the forward reads the int8 W.
+and the forward reads the int8 W. `--signal sign` is H.2's signal; the default (zscore, a
+departure) keeps the size of the pair's difference: F_k = round(16 d_k / rms(d)), d_k = f+ - f-,
+and std(Z) grows by F's rms, 16.
 
 Departures, each also marked at its line:
   * integer rank r > 1 is a sum of r rank-1 terms (the reference code has rank 1 only);
@@ -34,7 +36,7 @@ Departures, each also marked at its line:
   * alpha_t counts t in the paper's steps of 2048 members x 100 bytes, so that a run cut into
     smaller steps follows the same schedule per member-token: alpha = 1/(1 + alpha_decay M /
     204800) after M member-tokens (the paper's alpha_decay is 0.015);
-  * the sgd update (above).
+  * the sgd update and the zscore signal (above).
 
 Run: $ python eggroll.py                  (the float algorithm on a toy regression, seconds)
      $ python train.py --method eggroll   (the integer LM, about 2 minutes on 2 cores)
@@ -128,9 +130,20 @@ def population_fitness(params, mcfg, tokens, hidden, noise, cfg, first):
     return xp.concatenate(fit), xp.concatenate(new_hidden, axis=1)     # (n,), (L, n, D)
 
 
+SIGNAL_RMS = {"sign": 1, "zscore": 16}   # the rms of F under each signal
+
+
 def pair_signal(fitness, cfg):
-    """F_k = sign(f+ - f-) in {-1, 0, 1} per pair (H.2): the only thing the update sees."""
-    return lm.backend_of(fitness).sign(fitness[0::2] - fitness[1::2]).astype(np.int8)  # (P,)
+    """F_k from d_k = f(member 2k) - f(member 2k+1), all the update sees: sign(d_k) in
+    {-1, 0, 1} (H.2), or by default (zscore, a departure) d_k scaled to rms 16 and rounded,
+    round(16 d_k / rms(d)) in [-127, 127], in integers so that every process and backend
+    agrees: the size of the difference, not only its sign."""
+    xp = lm.backend_of(fitness)
+    d = fitness[0::2] - fitness[1::2]                                     # (P,) int64
+    if cfg.signal == "sign":
+        return xp.sign(d).astype(np.int8)
+    rms = max(1, math.isqrt(int((d * d).sum()) // len(d)))               # integer rms of d
+    return xp.clip((32 * d + rms) // (2 * rms), -127, 127).astype(xp.int16)  # round half up
 
 # -----------------------------------------------------------------------------
 # update (H.3): Z = sum_k F_k E_k, then the paper's +-1 step or the sgd step
@@ -139,7 +152,7 @@ def pair_signal(fitness, cfg):
 REFERENCE_STEP = 2048 * 100   # member-tokens in one step of the paper's int8 LM runs (nano-egg)
 FRACTION_BITS = 16   # sgd: each weight keeps W_q16 - 2^16 W in [-2^15, 2^15) as int32
 # sgd: Z times the multiplier (<= lr 2^36 / std(Z)) stays below 2^63 for lr <= 64 while the
-# population has fewer than 2^30 pairs (x rank)
+# population has fewer than 2^27 pairs (x rank)
 MAX_LR = 64
 
 
@@ -152,29 +165,25 @@ def alpha_schedule(t, cfg, seq_len):
 
 def accumulate_z(F, noise, name, cfg):
     """Z = sum_k F_k E_k for one parameter without building any E_k (H.2, §4.2): a matrix's
-    (diag(F) A)^T B as exact integer GEMMs of at most EXACT_I32_MAX_N // r pairs (so that no
-    int32 partial sum can wrap), summed in int64 -> (m, n); a vector's sum_k F_k a_k b_k -> (d,)."""
+    (diag(F) A)^T B as one GEMM in float64, exact because every partial sum is an integer
+    below P r 127 69^2 < 2^53 -> (m, n) int64; a vector's sum_k F_k a_k b_k -> (d,)."""
     xp = lm.backend_of(F)
     nz = noise(name, slice(0, len(F)))
     if not isinstance(nz, tuple):
         return (F[:, None].astype(xp.int64) * nz).sum(axis=0)             # (d,)
     A, B = nz
-    P, m, r = A.shape
-    chunk = lm.EXACT_I32_MAX_N // r
-    Z = 0
-    for i in range(0, P, chunk):
-        FA = F[i: i + chunk, None, None] * A[i: i + chunk]                # (p, m, r) int8
-        FA_t = FA.transpose(1, 0, 2).reshape(m, -1)                       # (m, p r)
-        B_t = B[i: i + chunk].transpose(1, 0, 2).reshape(B.shape[1], -1)  # (n, p r)
-        Z = Z + lm.int_matmul(FA_t, B_t).astype(xp.int64)                 # (m, n): (FA)^T B
-    return Z
+    m, n = A.shape[1], B.shape[1]
+    FA = F[:, None, None].astype(xp.float64) * A                          # (P, m, r)
+    FA_t = FA.transpose(1, 0, 2).reshape(m, -1)                           # (m, P r)
+    B_t = B.transpose(1, 0, 2).reshape(n, -1).astype(xp.float64)          # (n, P r)
+    return (FA_t @ B_t.T).astype(xp.int64)                                # (m, n): (FA)^T B
 
 
 def z_std(shape, cfg):
     """Z's spread under random signs F: an entry of a_k b_k (two int8 normals of std 16) has
-    std 256, and a rank-r matrix sums r of them, so std(Z) = 256 sqrt(P r)."""
+    std 256, and a rank-r matrix sums r of them, so std(Z) = 256 sqrt(P r) times F's rms."""
     r = cfg.rank if len(shape) == 2 else 1
-    return 256 * math.sqrt(cfg.population // 2 * r)
+    return SIGNAL_RMS[cfg.signal] * 256 * math.sqrt(cfg.population // 2 * r)
 
 
 def z_threshold(alpha, std):
@@ -239,6 +248,7 @@ class Config:
     noise_reuse: int = 1      # steps sharing one noise draw (0: the same noise every step)
     time_chunk: int = 25      # bytes per forward chunk (memory bound; results do not depend on it)
     member_chunk: int = 0     # members per chunk, even, 0 = all (bounds a step's memory)
+    signal: Literal["zscore", "sign"] = "zscore"  # F_k: the z-scored difference, or sign (H.2)
 
 
 # train.py's run on each device: its own settings (steps, seq_len, ...) and Config overrides.
@@ -256,14 +266,16 @@ def check_config(cfg):
                          f"got {cfg.group_size}")
     if cfg.time_chunk < 1:
         raise ValueError(f"time_chunk must be >= 1, got {cfg.time_chunk}")
-    if cfg.population // 2 * cfg.rank >= 2**30 or cfg.rank < 1:
-        raise ValueError(f"rank must be >= 1 and population / 2 x rank below 2^30, got {cfg.rank}")
+    if cfg.population // 2 * cfg.rank >= 2**27 or cfg.rank < 1:
+        raise ValueError(f"rank must be >= 1 and population / 2 x rank below 2^27, got {cfg.rank}")
     if cfg.member_chunk < 0 or cfg.member_chunk % 2:
         raise ValueError(f"member_chunk must be even and >= 0, got {cfg.member_chunk}")
     if cfg.sigma_shift < 0 or cfg.noise_reuse < 0:
         raise ValueError("sigma_shift and noise_reuse must be >= 0")
     if cfg.alpha_decay < 0:
         raise ValueError(f"alpha_decay must be >= 0, got {cfg.alpha_decay}")
+    if cfg.signal not in SIGNAL_RMS:
+        raise ValueError(f"signal must be zscore or sign, got {cfg.signal!r}")
     if cfg.update not in ("sgd", "threshold"):
         raise ValueError(f"update must be sgd or threshold, got {cfg.update!r}")
     if not 0 < cfg.lr <= MAX_LR:

@@ -24,7 +24,9 @@ The integer scheme on the int8 LM (App. H), what `train.py --method es_naive` ru
 `--update sgd` (the default; a departure) keeps a 16-bit fraction per weight, the optimiser
 state App. H.3 leaves to future work, and takes the float code path's SGD step on it:
     W_q16 <- W_q16 + 2^16 lr alpha_t Z / std(Z),   W = I8(round(W_q16 / 2^16))
-and the forward reads the int8 W.
+and the forward reads the int8 W. `--signal sign` is H.2's signal; the default (zscore, a
+departure) keeps the size of the pair's difference: F_k = round(16 d_k / rms(d)), d_k = f+ - f-,
+and std(Z) grows by F's rms, 16.
 
 Departures, each also marked at its line:
   * Salimans et al. perturb float weights and rank-shape the fitness (the float demo can do
@@ -35,7 +37,7 @@ Departures, each also marked at its line:
   * alpha_t counts t in the paper's steps of 2048 members x 100 bytes, so that a run cut into
     smaller steps follows the same schedule per member-token: alpha = 1/(1 + alpha_decay M /
     204800) after M member-tokens (the paper's alpha_decay is 0.015);
-  * the sgd update (above).
+  * the sgd update and the zscore signal (above).
 
 Run: $ python es_naive.py                 (the float algorithm on a toy regression, seconds)
      $ python train.py --method es_naive   (the integer LM, about 2 minutes on 2 cores)
@@ -117,9 +119,20 @@ def population_fitness(params, mcfg, tokens, hidden, noise, cfg, first):
     return xp.concatenate(fit), xp.concatenate(new_hidden, axis=1)     # (n,), (L, n, D)
 
 
+SIGNAL_RMS = {"sign": 1, "zscore": 16}   # the rms of F under each signal
+
+
 def pair_signal(fitness, cfg):
-    """F_k = sign(f+ - f-) in {-1, 0, 1} per pair (H.2): the only thing the update sees."""
-    return lm.backend_of(fitness).sign(fitness[0::2] - fitness[1::2]).astype(np.int8)  # (P,)
+    """F_k from d_k = f(member 2k) - f(member 2k+1), all the update sees: sign(d_k) in
+    {-1, 0, 1} (H.2), or by default (zscore, a departure) d_k scaled to rms 16 and rounded,
+    round(16 d_k / rms(d)) in [-127, 127], in integers so that every process and backend
+    agrees: the size of the difference, not only its sign."""
+    xp = lm.backend_of(fitness)
+    d = fitness[0::2] - fitness[1::2]                                     # (P,) int64
+    if cfg.signal == "sign":
+        return xp.sign(d).astype(np.int8)
+    rms = max(1, math.isqrt(int((d * d).sum()) // len(d)))               # integer rms of d
+    return xp.clip((32 * d + rms) // (2 * rms), -127, 127).astype(xp.int16)  # round half up
 
 # -----------------------------------------------------------------------------
 # update (H.3): Z = sum_k F_k E_k, then the paper's +-1 step or the sgd step
@@ -128,7 +141,7 @@ def pair_signal(fitness, cfg):
 REFERENCE_STEP = 2048 * 100   # member-tokens in one step of the paper's int8 LM runs (nano-egg)
 FRACTION_BITS = 16   # sgd: each weight keeps W_q16 - 2^16 W in [-2^15, 2^15) as int32
 # sgd: Z times the multiplier (<= lr 2^36 / std(Z)) stays below 2^63 for lr <= 64 while the
-# population has fewer than 2^30 pairs (x rank)
+# population has fewer than 2^27 pairs (x rank)
 MAX_LR = 64
 
 
@@ -155,8 +168,8 @@ def accumulate_z(F, noise, name, cfg):
 
 def z_std(shape, cfg):
     """Z's spread under random signs F: an entry of E_k (an int8 normal) has std 16, so
-    std(Z) = 16 sqrt(P)."""
-    return lm.Q_ONE * math.sqrt(cfg.population // 2)
+    std(Z) = 16 sqrt(P) times F's rms."""
+    return SIGNAL_RMS[cfg.signal] * lm.Q_ONE * math.sqrt(cfg.population // 2)
 
 
 def z_threshold(alpha, std):
@@ -220,6 +233,7 @@ class Config:
     noise_reuse: int = 1      # steps sharing one noise draw (0: the same noise every step)
     time_chunk: int = 25      # bytes per forward chunk (memory bound; results do not depend on it)
     member_chunk: int = 64    # members per chunk, even, 0 = all (bounds a step's memory)
+    signal: Literal["zscore", "sign"] = "zscore"  # F_k: the z-scored difference, or sign (H.2)
 
 
 # train.py's run on each device: its own settings (steps, seq_len, ...) and Config overrides.
@@ -235,14 +249,17 @@ def check_config(cfg):
     if cfg.group_size < 2 or cfg.group_size % 2 or cfg.population % cfg.group_size:
         raise ValueError(f"group_size must be even and divide population {cfg.population}, "
                          f"got {cfg.group_size}")
-    if cfg.time_chunk < 1:
-        raise ValueError(f"time_chunk must be >= 1, got {cfg.time_chunk}")
+    if cfg.time_chunk < 1 or cfg.population // 2 >= 2**27:
+        raise ValueError(f"time_chunk must be >= 1 and population / 2 below 2^27, got "
+                         f"{cfg.time_chunk}, {cfg.population // 2}")
     if cfg.member_chunk < 0 or cfg.member_chunk % 2:
         raise ValueError(f"member_chunk must be even and >= 0, got {cfg.member_chunk}")
     if cfg.sigma_shift < 0 or cfg.noise_reuse < 0:
         raise ValueError("sigma_shift and noise_reuse must be >= 0")
     if cfg.alpha_decay < 0:
         raise ValueError(f"alpha_decay must be >= 0, got {cfg.alpha_decay}")
+    if cfg.signal not in SIGNAL_RMS:
+        raise ValueError(f"signal must be zscore or sign, got {cfg.signal!r}")
     if cfg.update not in ("sgd", "threshold"):
         raise ValueError(f"update must be sgd or threshold, got {cfg.update!r}")
     if not 0 < cfg.lr <= MAX_LR:

@@ -119,7 +119,7 @@ def test_alpha_counts_member_tokens(population, seq_len):
 
 
 def test_alpha_schedule_and_threshold_values():
-    cfg = eg.Config(population=2048, group_size=2)
+    cfg = eg.Config(population=2048, group_size=2, signal="sign")
     assert eg.alpha_schedule(0, cfg, 100) == 1.0
     assert eg.alpha_schedule(100, cfg, 100) == pytest.approx(1 / 2.5)
     assert eg.alpha_schedule(1000, cfg, 100) == pytest.approx(1 / 16)
@@ -127,20 +127,23 @@ def test_alpha_schedule_and_threshold_values():
     assert std == 256 * 32 and eg.z_threshold(1.0, std) == 0
     # 256 * Phi^-1(0.975) * sqrt(1024) = 256 * 1.9599640 * 32 = 16056.03
     assert eg.z_threshold(0.05, std) == 16056
-    rank2 = eg.Config(population=1024, rank=2)                 # sqrt(P r) with P r = 1024
+    rank2 = eg.Config(population=1024, rank=2, signal="sign")  # sqrt(P r) with P r = 1024
     assert eg.z_threshold(0.05, eg.z_std((64, 64), rank2)) == 16056
     assert eg.z_std((64,), rank2) == 256 * math.sqrt(512)      # a vector's noise is rank 1
+    assert eg.z_std((64, 64), eg.Config(population=2048)) == 16 * 256 * 32   # zscore: F rms 16
 
 
 def test_threshold_moves_about_alpha_of_the_weights():
     """Under random signs F, the fraction with |Z| >= threshold is ~alpha (App. H.3)."""
-    cfg = eg.Config(population=2 * 2048)
     mcfg = lm.ModelConfig(64, 1)
-    F = np.random.default_rng(1).choice([-1, 1], 2048).astype(np.int8)
-    Z = eg.accumulate_z(F, eg.noise_source(1, 0, cfg, mcfg, np), "l0.u_f", cfg)
-    for alpha in (0.5, 0.1, 0.01):
-        frac = float((np.abs(Z) >= eg.z_threshold(alpha, eg.z_std(Z.shape, cfg))).mean())
-        assert abs(frac - alpha) < 0.25 * alpha + 0.003, f"alpha {alpha}: moved {frac:.4f}"
+    fitness = np.random.default_rng(1).integers(-3000, 3000, 2 * 2048)       # random members
+    for signal in ("sign", "zscore"):
+        cfg = eg.Config(population=2 * 2048, signal=signal)
+        F = eg.pair_signal(fitness, cfg)
+        Z = eg.accumulate_z(F, eg.noise_source(1, 0, cfg, mcfg, np), "l0.u_f", cfg)
+        for alpha in (0.5, 0.1, 0.01):
+            frac = float((np.abs(Z) >= eg.z_threshold(alpha, eg.z_std(Z.shape, cfg))).mean())
+            assert abs(frac - alpha) < 0.25 * alpha + 0.003, (signal, alpha, frac)
 
 
 def test_threshold_step_is_plus_minus_one_and_saturates():
@@ -175,7 +178,7 @@ def test_sgd_update_equals_fixed_point_arithmetic_by_hand():
                  "b": rng.integers(-2**15, 2**15, 3).astype(np.int32)}
     noise = {"w": (A, B), "b": v}
     source = lambda name, pairs: noise[name]                      # noqa: E731 -- all pairs
-    cfg = eg.Config(population=2 * P, rank=r)
+    cfg = eg.Config(population=2 * P, rank=r, signal="sign")
     for eta in (0.9, 3.7, 0.01):
         new, new_state, _ = eg.update(params, {"fraction." + k: f for k, f in fractions.items()},
                                       F, source, eta, dataclasses.replace(cfg, lr=1.0))
@@ -195,7 +198,7 @@ def test_sgd_update_moves_weights_by_eta_standard_deviations_under_random_signs(
     """Under random F, Z / std(Z) ~ N(0, 1): after one step from zero fractions, the weights'
     exact change in q16 (steps 2^16 + fraction) has standard deviation eta (within 5 %)."""
     P = 2048
-    cfg = eg.Config(population=2 * P)
+    cfg = eg.Config(population=2 * P, signal="sign")
     F = np.random.default_rng(1).choice([-1, 1], P).astype(np.int8)
     Z = eg.accumulate_z(F, eg.noise_source(1, 0, cfg, lm.ModelConfig(64, 1), np), "l0.u_f", cfg)
     for eta in (1.0, 0.2):
@@ -239,9 +242,17 @@ def test_sgd_step_at_max_lr_with_the_largest_z_does_not_overflow():
     np.testing.assert_array_equal(new_w, [[127, -127, 5]])
 
 
-def test_pair_signal_is_the_sign_of_the_pair_difference():
+def test_pair_signal_is_the_sign_or_the_z_scored_difference():
+    """sign: [1, 0, -1]. zscore by hand: d = [2, 0, -7, 30], sum d^2 = 953, integer rms
+    isqrt(953 // 4) = isqrt(238) = 15, F = round half up of 16 d / 15 = [2.13, 0, -7.47, 32]
+    -> [2, 0, -7, 32]; a difference beyond 127/16 rms clips at 127."""
     f = np.array([5, 3, -2, -2, 0, 7], np.int64)
-    np.testing.assert_array_equal(eg.pair_signal(f, eg.Config()), [1, 0, -1])
+    np.testing.assert_array_equal(eg.pair_signal(f, eg.Config(signal="sign")), [1, 0, -1])
+    f = np.array([2, 0, 0, 0, 0, 7, 30, 0], np.int64)
+    np.testing.assert_array_equal(eg.pair_signal(f, eg.Config()), [2, 0, -7, 32])
+    spread = np.array([1000, 0] + [50, 0] * 99, np.int64)   # rms isqrt(12475) = 111: 144, 7.2
+    F = eg.pair_signal(spread, eg.Config())
+    assert F[0] == 127 and F.dtype == np.int16 and set(F[1:].tolist()) == {7}
 
 
 def test_config_validation():
