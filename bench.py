@@ -499,6 +499,37 @@ def physical_memory_bytes():
 LEAST_MEMORY_NAIVE = (1024, 1, 2)   # D, L, member_chunk: naive ES two members at a time
 
 
+def billion_step_on_device(xp, D=4096, L=5, population=1024, seq_len=16, repeat=3):
+    """One EGGROLL step of the ~1 B-parameter LM (D = 4096, L = 5) on the device of xp (the GPU
+    acceptance runs it on CuPy), against plain inference of the same rows x bytes: median
+    seconds of each (CUDA events on a GPU), and the CuPy pool's high-water mark. The paper's
+    threshold update, rank 1. Returns a dict."""
+    mcfg = lm.ModelConfig(D, L)
+    params = {k: xp.asarray(v) for k, v in lm.init_params_in_rows(mcfg, 0).items()}
+    cfg = eggroll.Config(population=population, group_size=2, time_chunk=seq_len,
+                         update="threshold")
+    state = eggroll.init(params, cfg, mcfg, 0, ONE)
+    data = train.split_train_val(train.load_bytes(train.DEFAULT_DATA))[0]
+    batch = train.TrainStream(data, eggroll.num_sequences(cfg), seq_len, xp).batch(1)
+    rows = batch[0][xp.arange(population) // cfg.group_size]
+    hidden = lm.zero_hidden(mcfg, population, xp)
+    inference_s = timer(xp, lambda: lm.population_logprob(params, mcfg, rows, hidden, None,
+                                                          seq_len), repeat)
+    step_s = timer(xp, lambda: eggroll.step(params, state, batch, 1, cfg, mcfg, 0, ONE), repeat)
+    out = {"params": lm.count_params(mcfg), "population": population, "seq_len": seq_len,
+           "step_s": step_s, "inference_s": inference_s,
+           "member_tokens_per_s": population * seq_len / step_s}
+    if xp is not np:
+        out["pool_peak_gib"] = xp.get_default_memory_pool().total_bytes() / 2**30
+    print(f"EGGROLL step of a {out['params']:,}-parameter int8 LM (D = {D}, L = {L}) on "
+          f"{'cuda' if xp is not np else 'cpu'}: {step_s:.3f} s per step of {population} members "
+          f"x {seq_len} bytes ({out['member_tokens_per_s']:,.0f} member-tokens/s); plain "
+          f"inference of the same batch {inference_s:.3f} s ({100 * inference_s / step_s:.1f} %"
+          f" of the step)" + (f"; memory pool {out['pool_peak_gib']:.1f} GiB"
+                              if "pool_peak_gib" in out else ""))
+    return out
+
+
 def claim_billion(sizes=BILLION_SIZES, population=BILLION_POPULATION, seq_len=BILLION_BYTES,
                   cap_bytes=None, least_memory_naive=LEAST_MEMORY_NAIVE, figure=True):
     """Time one EGGROLL step and one naive-ES step (until a size does not fit under the cap) at
@@ -1066,7 +1097,8 @@ def main():
                    help="run one table group only")
     p.add_argument("--claim", choices=tuple(CLAIMS), default=None,
                    help="check one of the EGGROLL paper's claims (CPU): its table and "
-                        "results/claim_NAME.png")
+                        "results/claim_NAME.png; billion with --device cuda: the 1 B step on "
+                        "the GPU")
     p.add_argument("--cap_gb", type=float, default=None,
                    help="--claim billion: memory cap of each size's process (default: half "
                         "this machine's memory)")
@@ -1079,6 +1111,8 @@ def main():
         return split_step_seconds(args.split_step, args.repeat)
     if args.claim_worker:
         return print(json.dumps(profile_step(*json.loads(args.claim_worker))))
+    if args.claim == "billion" and args.device == "cuda":
+        return billion_step_on_device(train.get_backend("cuda"))
     if args.claim == "billion":
         return claim_billion(cap_bytes=int(args.cap_gb * 2**30) if args.cap_gb else None)
     if args.claim:

@@ -302,3 +302,11 @@ def test_claim_inference_at_a_tiny_size(capsys):
     assert t["inference"] > 0 and t["eggroll"] > 0 and t["es_naive"] > 0
     assert set(t["eggroll_phases"]) >= {"noise", "forward", "update", "member_matmul"}
     assert "EGGROLL % of inference" in capsys.readouterr().out
+
+
+def test_billion_step_on_device_runs_the_real_step_at_a_tiny_size(capsys):
+    """The GPU acceptance's 1 B step, here on NumPy at D = 16: the step it times is
+    eggroll.step's, and it reports the step and the inference of the same batch."""
+    out = bench.billion_step_on_device(np, D=16, L=1, population=8, seq_len=4, repeat=1)
+    assert out["params"] == lm.count_params(lm.ModelConfig(16, 1)) and out["step_s"] > 0
+    assert 0 < out["inference_s"] and "EGGROLL step of a 11,344-parameter" in capsys.readouterr().out
