@@ -20,6 +20,7 @@ The model, per byte x_t, with state s^l for each layer l (all ops saturate to in
     GRU:  f  = I8(u@W_f + s@U_f + b_f);  g = f + 127 in [0, 254]  (a gate g/256 in [0, 1))
           f' = I8((g * s) >> 8);          h' = I8(u@W_h + f'@U_h + b_h)
           h  = I8(s + ((g * (h' - s)) >> 8))                      # new state and block output
+          (the I8 on f' and h never bind: f' lies between 0 and s, h between s and h')
     p(byte) is proportional to 2^(logit / 16).
 
 Perturbation hooks (for the black-box methods): every matmul, embedding row and vector
@@ -30,7 +31,6 @@ parameter of member i (row i of the batch) can be perturbed by an integer noise 
 paper §4.2); `Full` holds E_i materialised (naive ES). Both give bit-identical results.
 
 Departures from the paper's reference code (nano-egg run.py), each marked at its line:
-  * the GRU's gated delta is added in int32 and clipped (the reference code wraps in int8);
   * the norm's divisor is guarded to be >= 1 (the reference code can divide by zero);
   * no 1 GiB lookup tables: the log-softmax uses a 255-entry EXP2 table and a 4096-entry LOG2
     mantissa table after normalising the sum; the noise uses a counter hash and a 64 Ki-entry
@@ -355,12 +355,14 @@ def gru_scan(params, p, u, s, perturb):
     for t in range(u.shape[1]):
         f = clip8(wf_u[:, t: t + 1] + linear(params, p + "u_f", s, perturb))   # I8(uW_f+sU_f+b_f)
         gate = f + 127                                   # [0, 254]: a gate of gate/256 in [0, 1)
-        f_hat = clip8((gate * s) >> 8)                   # q4: (f + 127) * s / 256
+        # the paper's I8 on f' and on the new state never binds: the gate is below 1, so f' lies
+        # between 0 and s, and s + delta between s and h' (tested for every s, h' and gate)
+        f_hat = (gate * s) >> 8                          # q4: (f + 127) * s / 256
         h_hat = clip8(wh_u[:, t: t + 1] + linear(params, p + "u_h", f_hat, perturb))
-        delta = (gate * (h_hat - s)) >> 8                # int32 in [-250, 250]
-        # departure: the reference code casts delta to int8 (wrap-around) and adds in int8;
-        # here s + delta is formed in int32 and saturated once
-        s = clip8(s + delta)
+        # delta reaches +-253, beyond int8: int32 lanes (the reference code's int8 cast of
+        # delta wraps, and its int8 sum with s wraps back to this same state)
+        delta = (gate * (h_hat - s)) >> 8
+        s = s + delta
         outs.append(s)
     return xp.concatenate(outs, axis=1), s[:, 0].astype(xp.int8)
 
