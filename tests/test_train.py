@@ -7,6 +7,8 @@ import os
 import re
 import shlex
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -335,6 +337,39 @@ def test_readme_train_commands_run(tmp_path):
         argv = shlex.split(cmd)[2:] + ["--steps", "1", "--eval_every", "1", "--val_windows",
                                        "2", "--sample_bytes", "4", "--out", str(tmp_path / str(i))]
         assert run(argv) == 0, cmd
+
+
+def marked_blocks(path):
+    """The lines of every code block that follows a `<!-- under a minute -->` marker."""
+    with open(path) as f:
+        text = f.read()
+    blocks = re.findall(r"<!-- under a minute[^>]*-->\s*```[^\n]*\n(.*?)```", text, flags=re.S)
+    return [line for block in blocks for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "results/README.md"])
+def test_commands_that_take_under_a_minute_run_as_written(doc, tmp_path):
+    """Every command the docs mark as taking under a minute runs exactly as written (its
+    out/ folder moved under a temporary one) and exits 0."""
+    lines = marked_blocks(os.path.join(ROOT, doc))
+    if doc == "README.md":
+        assert len(lines) >= len(train.METHODS), lines
+    for line in lines:
+        argv = [a.replace("out/", f"{tmp_path}/") for a in shlex.split(line)]
+        assert argv[:2] == ["python", "train.py"], line
+        assert run(argv[2:]) == 0, line
+
+
+def test_readme_toy_demos_print_what_the_readme_says():
+    """Each row of the README's toy table: `python FILE.py` prints the line the table quotes."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        rows = re.findall(r"^\| `python (\w+\.py)` \|[^|]*\| `(.*)` \|$", f.read(), flags=re.M)
+    assert len(rows) == 7, rows
+    for script, expected in rows:
+        out = subprocess.run([sys.executable, script], cwd=ROOT, capture_output=True, text=True,
+                             timeout=120, env=dict(os.environ, MPLBACKEND="Agg"))
+        assert out.returncode == 0 and expected.replace("\\|", "|") in out.stdout, \
+            (script, expected, out.stdout[-500:])
 
 
 def test_readme_test_command_is_what_ci_runs():
