@@ -262,12 +262,11 @@ def resolve(args, method, device, ckpt):
         meta = ckpt["meta"]
         run, values = dict(meta["run"]), dict(meta["method_config"])
         given = given_flags(args, method)
-        changed = {k: v for k, v in given.items() if k not in RESUME_MAY_CHANGE
-                   and {**run, **values, "seed": meta["seed"], "data": meta["data"]}.get(k) != v}
+        kept = {**run, **values, "seed": meta["seed"], "data": meta["data"]}
+        changed = [k for k, v in given.items() if k not in RESUME_MAY_CHANGE and kept.get(k) != v]
         if changed:
-            k, v = next(iter(changed.items()))
-            fail(f"--{k} {v}: a resumed run keeps its checkpoint's {k} "
-                 f"({ {**run, **values, 'seed': meta['seed'], 'data': meta['data']}[k]}); "
+            k = changed[0]
+            fail(f"--{k} {given[k]}: a resumed run keeps its checkpoint's {k} ({kept.get(k)}); "
                  f"only {', '.join('--' + f for f in sorted(RESUME_MAY_CHANGE))} may change")
         run.update({k: v for k, v in given.items() if k in run})
         seed, data = meta["seed"], meta["data"]
