@@ -240,7 +240,7 @@ def update(params, state, F, noise, alpha, cfg):
 class Config:
     population: int = 2048    # N members per step, even (antithetic pairs 2k, 2k+1)
     group_size: int = 2       # members sharing one data window; even, divides population
-    sigma_shift: int = 4      # sigma_hat: perturbation scale sigma = 2^-sigma_hat (H.1)
+    sigma_shift: int = 3      # sigma_hat: perturbation scale sigma = 2^-sigma_hat (H.1)
     alpha_decay: float = 0.015  # alpha = 1 / (1 + alpha_decay M / 204800) after M member-tokens
     update: Literal["sgd", "threshold"] = "sgd"  # sgd: lr alpha Z / std(Z) into 16-bit fractions; threshold: H.3
     lr: float = 1.0           # sgd: int8 weight units per standard deviation of Z, times alpha

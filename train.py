@@ -45,14 +45,12 @@ import importlib
 import inspect
 import json
 import math
-import multiprocessing
 import platform
 import re
 import signal
 import subprocess
 import sys
 import time
-import traceback
 import typing
 import zipfile
 
@@ -80,8 +78,8 @@ RUN_HELP = {
     "val_len": "bytes per validation window (zero initial state)",
 }
 # what a resumed run may change: when it stops, how often it reports, how it computes
-RESUME_MAY_CHANGE = {"steps", "budget_s", "eval_every", "log_every", "threads", "processes",
-                     "device", "out", "sample_bytes", "overwrite"}
+RESUME_MAY_CHANGE = {"steps", "budget_s", "eval_every", "log_every", "threads", "device",
+                     "out", "sample_bytes", "overwrite"}
 OUTPUT_FILES = ("log.csv", "loss.png", "sample.txt", "summary.json", "ckpt_last.npz",
                 "ckpt_best.npz")
 EXAMPLES = """examples:
@@ -166,10 +164,6 @@ def build_parser(method=None):
     p.add_argument("--budget_s", type=positive_float, default=None,
                    help="stop after this many seconds of training; without --steps the run "
                         "goes on until then")
-    p.add_argument("--processes", type=positive_int, default=None,
-                   help="CPU processes evaluating the population (default: one per core where "
-                        "the method splits, else 1; under mpirun its processes); results do "
-                        "not depend on it")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads evaluating a batch's rows (default: the cores this process "
                         "may use, shared among the MPI processes on its node); results do not "
@@ -480,103 +474,7 @@ class MPIWorld(OneProcess):
         self.comm.Abort(code)
 
 
-class ForkWorld(OneProcess):
-    """K processes of one machine, forked from one (--processes K): OneProcess's interface over
-    a pipe from each process to rank 0, the same exchange as MPIWorld's. A process whose peer
-    died gets EOFError at its next exchange and stops."""
-
-    def __init__(self, rank, size, pipes, children=()):
-        self.rank, self.size, self.pipes, self.children = rank, size, pipes, list(children)
-        self.local_rank, self.local_size = rank, size
-
-    def _join(self, host):
-        """Rank 0: its own piece and every other process's, in rank order; others: None."""
-        if self.rank:
-            self.pipes[0].send(host)
-            return None
-        return [host] + [p.recv() for p in self.pipes]
-
-    def _to_all(self, value):
-        if self.rank:
-            return self.pipes[0].recv()
-        for p in self.pipes:
-            p.send(value)
-        return value
-
-    def allgather(self, x):
-        parts = self._join(np.ascontiguousarray(lm.to_numpy(x)))
-        out = self._to_all(None if parts is None else np.concatenate(parts))
-        return lm.backend_of(x).asarray(out)
-
-    def allreduce_sum(self, x):
-        parts = self._join(np.ascontiguousarray(lm.to_numpy(x)))
-        out = self._to_all(None if parts is None else sum(parts[1:], parts[0]))
-        return lm.backend_of(x).asarray(out)
-
-    def bcast(self, value):
-        return self._to_all(value)
-
-    def gather_rows(self, x, axis):
-        parts = self._join(lm.to_numpy(x))
-        return None if parts is None else np.concatenate(parts, axis=axis)
-
-    def abort(self, code):
-        """End every process: rank 0 kills the others and exits (SystemExit); others exit."""
-        sys.stdout.flush()
-        sys.stderr.flush()
-        if self.rank:
-            os._exit(code)
-        for pid in self.children:
-            os.kill(pid, signal.SIGKILL)
-        sys.exit(code)
-
-
-def fork_world(k):
-    """This process becomes rank 0 of k, and k - 1 forked copies of it continue from here as
-    ranks 1 .. k-1 (each returns its own ForkWorld). Ctrl-C is rank 0's to handle."""
-    global WORLD
-    pipes, children = [], []
-    for rank in range(1, k):
-        ours, theirs = multiprocessing.Pipe()
-        pid = os.fork()
-        if pid == 0:                                         # the new process: rank `rank`
-            for p in pipes + [ours]:
-                p.close()
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            WORLD = ForkWorld(rank, k, [theirs])
-            return WORLD
-        theirs.close()
-        pipes.append(ours)
-        children.append(pid)
-    WORLD = ForkWorld(0, k, pipes, children)
-    return WORLD
-
-
-def processes_for(args, method, cfg, world, device):
-    """--processes, or by default one per core where the method splits its population over
-    them (the largest count that splits evenly); one under mpirun (its processes) or on a
-    GPU. Two processes ran a step 1.4x faster than two threads (results/README.md)."""
-    if args.processes:
-        if world.size > 1 or args.processes > 1 and not hasattr(method, "check_split"):
-            raise ValueError(f"--processes {args.processes}: {args.method} "
-                             + ("runs under mpirun already" if world.size > 1 else
-                                "runs in one process only"))
-        if args.processes > 1:
-            method.check_split(cfg, args.processes)
-        return args.processes
-    if world.size > 1 or device != "cpu" or not hasattr(method, "check_split") \
-            or not hasattr(os, "fork"):
-        return 1
-    for k in range(len(os.sched_getaffinity(0)), 1, -1):
-        try:
-            method.check_split(cfg, k)
-            return k
-        except ValueError:
-            pass
-    return 1
-
-
-WORLD = ONE_PROCESS   # this process's world; an MPIWorld under mpirun, a ForkWorld when forked
+WORLD = ONE_PROCESS   # this process's world; an MPIWorld under mpirun
 
 
 def join_world():
@@ -920,7 +818,6 @@ def set_up(argv):
         data = load_bytes(data_path)
         check_data_size(data, data_path, method.num_sequences(cfg), run["seq_len"],
                         run["val_len"])
-        processes = processes_for(args, method, cfg, world, device)
     except ValueError as e:
         fail(str(e))
     out_dir = (os.path.dirname(os.path.abspath(args.resume)) if ckpt and not args.out
@@ -928,8 +825,6 @@ def set_up(argv):
     if world.rank == 0:
         os.makedirs(out_dir, exist_ok=True)
         check_out_dir(out_dir, args.resume, args.overwrite)
-    if processes > 1:                  # after every check: each refusal is one process's
-        world = fork_world(processes)
     train_bytes, val_bytes = split_train_val(data)
     params = lm.init_params(mcfg, seed, xp)
     r = Run(args=args, method=method, world=world, xp=xp, device=device, run=run, mcfg=mcfg,
@@ -1087,7 +982,7 @@ def run_command(argv):
         t = train_loop(r)
     except KeyboardInterrupt:
         if r.world.size > 1:   # the processes stop at different points: no collective save
-            r.say(f"\ninterrupted: nothing saved; resume from "
+            r.say(f"\ninterrupted: nothing saved under mpirun; resume from "
                   f"{os.path.join(r.out_dir, 'ckpt_best.npz')}")
             r.world.abort(130)
         checkpoint(r, "ckpt_last.npz", r.step)
@@ -1099,35 +994,12 @@ def run_command(argv):
 
 
 def train(argv):
-    """The command line's run. With --processes K the forked processes run it too and never
-    return from here; rank 0 waits for them."""
-    global WORLD
+    """The command line's run; Ctrl-C stops it after the current step (ask_to_stop)."""
     STOP["asked"] = False
     handler = signal.signal(signal.SIGINT, ask_to_stop)
     try:
         return run_command(argv)
-    except BaseException as e:
-        if isinstance(WORLD, ForkWorld) and WORLD.rank > 0:      # a forked process ends here
-            if not isinstance(e, (SystemExit, EOFError)):   # EOF: rank 0 stopped and says why
-                traceback.print_exc()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1)
-        if isinstance(WORLD, ForkWorld) and isinstance(e, (EOFError, OSError)):
-            print(f"train.py: a process of --processes {WORLD.size} failed (its error is "
-                  f"above); ending the run", file=sys.stderr, flush=True)
-            WORLD.abort(1)
-        raise
     finally:
-        if isinstance(WORLD, ForkWorld):
-            if WORLD.rank > 0:
-                sys.stdout.flush()
-                os._exit(0)
-            for p in WORLD.pipes:
-                p.close()                      # a process still waiting on rank 0 gets EOF
-            for pid in WORLD.children:
-                os.waitpid(pid, 0)                                # reap every forked process
-            WORLD = ONE_PROCESS
         signal.signal(signal.SIGINT, handler)
 
 

@@ -236,14 +236,11 @@ def test_a_run_without_matplotlib_writes_everything_but_the_plot(tmp_path, capsy
         f for f in train.OUTPUT_FILES if f != "loss.png")
 
 
-@pytest.mark.parametrize("processes", ["1", "2"])
-def test_ctrl_c_stops_after_the_step_saves_everything_and_resumes(processes, tmp_path,
-                                                                  monkeypatch, capsys):
+def test_ctrl_c_stops_after_the_step_saves_everything_and_resumes(tmp_path, monkeypatch, capsys):
     """Ctrl-C during step 2 (a real SIGINT): the run finishes that step, stops, writes every
-    output (checkpoint at step 3, log, sample, summary) and exits 0, in one process and in two;
-    resuming it to 4 steps gives the checkpoint of 4 straight steps."""
-    base = TINY + SMALL["eggroll"] + ["--eval_every", "2", "--steps", "4",
-                                      "--processes", processes]
+    output (checkpoint at step 3, log, sample, summary) and exits 0; resuming it to 4 steps
+    gives the checkpoint of 4 straight steps."""
+    base = TINY + SMALL["eggroll"] + ["--eval_every", "2", "--steps", "4"]
     assert run(base + ["--out", str(tmp_path / "a")]) == 0
     real_step = eggroll.step
 
@@ -265,39 +262,6 @@ def test_ctrl_c_stops_after_the_step_saves_everything_and_resumes(processes, tmp
     b = load_arrays(out / "ckpt_last.npz")
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-
-
-def test_processes_give_the_one_process_run_and_a_failing_one_ends_the_run(tmp_path, capfd,
-                                                                          monkeypatch):
-    """--processes 2 and 4 (forked on this machine) give --processes 1's checkpoint, log and
-    sample bit for bit; an error in a forked process ends the whole run with exit code 1 and a
-    one-line reason (no hang); a method that cannot split is refused in one line."""
-    base = TINY + SMALL["eggroll"] + ["--eval_every", "2", "--steps", "3"]
-    for k in ("1", "2", "4"):
-        assert run(base + ["--processes", k, "--out", str(tmp_path / k)]) == 0
-    for k in ("2", "4"):
-        a = load_arrays(tmp_path / "1" / "eggroll" / "ckpt_last.npz")
-        b = load_arrays(tmp_path / k / "eggroll" / "ckpt_last.npz")
-        for name in a:
-            np.testing.assert_array_equal(a[name], b[name], err_msg=f"{k}: {name}")
-        assert same_log(tmp_path / "1" / "eggroll", tmp_path / k / "eggroll")
-    real_step = eggroll.step
-
-    def failing_step(params, state, batch, t, *rest):
-        if t == 1 and train.WORLD.rank == 1:
-            raise RuntimeError("rank 1 died")
-        return real_step(params, state, batch, t, *rest)
-    monkeypatch.setattr(eggroll, "step", failing_step)
-    capfd.readouterr()
-    with pytest.raises(SystemExit) as e:
-        train.train(base + ["--processes", "2", "--out", str(tmp_path / "dies")])
-    assert e.value.code == 1
-    err = capfd.readouterr().err
-    assert "RuntimeError: rank 1 died" in err and "a process of --processes 2 failed" in err
-    monkeypatch.setattr(eggroll, "step", real_step)
-    assert run(TINY + ["--method", "forward_forward", "--processes", "2", "--steps", "1",
-                       "--out", str(tmp_path / "ff")]) == 2
-    assert "forward_forward runs in one process only" in capfd.readouterr().err
 
 
 def test_corrupt_or_mismatched_checkpoint_is_refused_and_nothing_overwritten(tmp_path, capsys):
@@ -409,7 +373,7 @@ def test_a_budget_without_steps_runs_until_the_budget_and_names_its_steps(tmp_pa
 def test_threads_do_not_change_the_run(method, tmp_path, monkeypatch):
     """1, 2 and 3 CPU threads split the population's rows differently: same checkpoint."""
     monkeypatch.setattr(lm, "MIN_ROWS_PER_THREAD", 2)            # split even tiny batches
-    base = TINY + SMALL[method] + ["--method", method, "--steps", "3", "--processes", "1"]
+    base = TINY + SMALL[method] + ["--method", method, "--steps", "3"]
     ckpts = []
     for k in (1, 2, 3):
         assert run(base + ["--threads", str(k), "--out", str(tmp_path / str(k))]) == 0
