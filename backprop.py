@@ -307,8 +307,8 @@ class Config:
 
 # train.py's run on each device: its own settings (steps, seq_len, ...) and Config overrides.
 # CPU: rows, seq_len and lr from a sweep at equal bytes confirmed by 2-minute runs (the lab
-# notebook); 5000 steps take about 2 minutes on 2 cores. GPU: more windows per step (unmeasured).
-DEFAULTS = {"cpu": dict(steps=5000, seq_len=25, eval_every=500, log_every=100),
+# notebook); 5500 steps take about 2 minutes on 2 cores. GPU: more windows per step (unmeasured).
+DEFAULTS = {"cpu": dict(steps=5500, seq_len=25, eval_every=250, log_every=50),
             "cuda": dict(rows=256)}
 
 

@@ -253,7 +253,7 @@ class Config:
 
 # train.py's run on each device: its own settings (steps, seq_len, ...) and Config overrides.
 # The CPU run takes about 2 minutes on 2 cores; results/README.md has the runs behind both.
-DEFAULTS = {"cpu": dict(steps=400, seq_len=25, eval_every=40, log_every=10),
+DEFAULTS = {"cpu": dict(steps=550, seq_len=25, eval_every=50, log_every=10),
             "cuda": dict(steps=1000, seq_len=100, eval_every=25, log_every=5,
                          population=8192, group_size=16, member_chunk=4096)}
 

@@ -420,7 +420,7 @@ class Config:
 
 # train.py's run on each device. CPU: a step is cheap (one scan, one batched negative step,
 # small local updates), so the 2-minute run takes many small steps. GPU: more windows per step.
-DEFAULTS = {"cpu": dict(steps=600, eval_every=100, log_every=20), "cuda": dict(rows=256)}
+DEFAULTS = {"cpu": dict(steps=700, eval_every=100, log_every=20), "cuda": dict(rows=256)}
 
 
 def check_config(cfg):

@@ -205,9 +205,9 @@ class Config:
 
 
 # train.py's run on each device. CPU: a step is 2 forwards of S rows, so 25-byte windows (the
-# state carries across them) give many steps; 3600 take about 2 minutes on 2 cores. GPU: a
+# state carries across them) give many steps; 7000 take about 2 minutes on 2 cores. GPU: a
 # bigger batch fills the device (results/README.md).
-DEFAULTS = {"cpu": dict(steps=3600, seq_len=25, eval_every=200, log_every=100),
+DEFAULTS = {"cpu": dict(steps=7000, seq_len=25, eval_every=500, log_every=100),
             "cuda": dict(steps=5000, seq_len=100, eval_every=250, log_every=50, batch=256)}
 
 

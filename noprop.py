@@ -325,7 +325,7 @@ class Config:
 
 
 # train.py's run on each device: the GPU takes more windows per step and wider blocks
-DEFAULTS = {"cuda": dict(rows=256, hidden=512)}
+DEFAULTS = {"cpu": dict(steps=170, eval_every=17), "cuda": dict(rows=256, hidden=512)}
 
 
 def check_config(cfg):
