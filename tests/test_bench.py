@@ -1,6 +1,5 @@
 """bench.py's memory arithmetic: the bounds that size a run before it starts must bound what
 NumPy really allocates (tracemalloc), without being vacuous."""
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -13,17 +12,6 @@ from conftest import ONE
 from test_int_rnn_lm import lowrank_perturbation
 
 
-def traced_peak(fn):
-    """Bytes NumPy allocates at the peak of fn() beyond what was allocated before it."""
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        fn()
-        return tracemalloc.get_traced_memory()[1] - before
-    finally:
-        tracemalloc.stop()
-
-
 @pytest.mark.parametrize("D,rows,T", [(16, 64, 25), (64, 128, 10), (256, 64, 10), (512, 16, 5)])
 def test_forward_peak_bytes_bounds_what_the_forward_allocates(D, rows, T):
     """The population forward's peak stays under forward_peak_bytes, and the bound is within
@@ -33,7 +21,8 @@ def test_forward_peak_bytes_bounds_what_the_forward_allocates(D, rows, T):
     pert = lowrank_perturbation(cfg, np, rows, rank=1, shift=8, seed=0)
     tokens = np.random.default_rng(0).integers(0, 256, (rows, T + 1)).astype(np.uint8)
     hidden = lm.zero_hidden(cfg, rows)
-    peak = traced_peak(lambda: lm.sequence_logprob(params, cfg, tokens, hidden, pert, T))
+    peak = bench.traced_peak_bytes(
+        lambda: lm.sequence_logprob(params, cfg, tokens, hidden, pert, T))
     bound = bench.forward_peak_bytes(cfg, rows * T)
     assert peak <= bound <= 2.5 * peak, f"peak {peak:,} B, bound {bound:,} B"
 
@@ -48,7 +37,8 @@ def test_step_peak_bytes_bounds_a_step_and_sizes_the_gpu_runs():
     train_bytes = train.split_train_val(train.load_bytes(train.DEFAULT_DATA))[0][:100_000]
     stream = train.TrainStream(train_bytes, eggroll.num_sequences(cfg), 20)
     eggroll.step(params, state, stream.batch(0), 0, cfg, mcfg, 0, ONE)   # warm the tables
-    peak = traced_peak(lambda: eggroll.step(params, state, stream.batch(1), 1, cfg, mcfg, 0, ONE))
+    peak = bench.traced_peak_bytes(
+        lambda: eggroll.step(params, state, stream.batch(1), 1, cfg, mcfg, 0, ONE))
     bound = bench.step_peak_bytes(mcfg, cfg, 20)
     assert peak <= bound, (peak, bound)
     gpu = train.default_config(eggroll, "cuda")
@@ -147,8 +137,9 @@ def test_init_params_in_rows_holds_one_block_at_a_time():
     temporaries), far below init_params' whole-matrix float64 copies."""
     cfg, max_draw = lm.ModelConfig(256, 1), 1 << 14
     n_params = lm.count_params(cfg)
-    rows_peak = traced_peak(lambda: lm.init_params_in_rows(cfg, 0, max_draw=max_draw))
-    whole_peak = traced_peak(lambda: lm.init_params(cfg, 0))
+    rows_peak = bench.traced_peak_bytes(
+        lambda: lm.init_params_in_rows(cfg, 0, max_draw=max_draw))
+    whole_peak = bench.traced_peak_bytes(lambda: lm.init_params(cfg, 0))
     assert rows_peak <= n_params + 3 * 8 * max_draw + 2**16, rows_peak
     assert whole_peak > 8 * 4 * 256 * 256, whole_peak     # one float64 MLP matrix at least
 
