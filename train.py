@@ -143,7 +143,8 @@ def positive_float(text):
 
 
 def build_parser(method=None):
-    p = ArgumentParser(description="Train the integer RNN LM without backpropagation.",
+    p = ArgumentParser(description="Train the integer RNN LM without backpropagation (or with "
+                       "it: backprop, the yardstick).",
                        allow_abbrev=False, add_help=False, epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-h", "--help", action="store_true", help="show this help and exit")
@@ -202,7 +203,8 @@ def build_parser(method=None):
 def overview():
     """`python train.py --help` without --method: the methods and how to get their flags."""
     lines = [build_parser().format_usage(), "Train the integer RNN LM without "
-             "backpropagation. Methods (python train.py --method M --help lists M's flags):"]
+             "backpropagation (backprop is the yardstick). Methods (python train.py --method "
+             "M --help lists M's flags):"]
     for name in METHODS:
         doc = (importlib.import_module(name).__doc__ or "").strip().splitlines()[0]
         lines.append(f"  {name:16s} {doc}")
