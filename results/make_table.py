@@ -52,7 +52,9 @@ def run(label, method, flags, budget, seed):
     cmd = [sys.executable, "train.py", "--method", method, "--budget_s", str(budget),
            "--seed", str(seed), "--out", out, "--overwrite"] + flags
     print("$", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True)
+    with open(os.path.join(out, method, "console.txt"), "w") as f:   # what the user would see
+        f.write(done.stdout)
 
 
 def load(label, method, budget, seed):
