@@ -582,6 +582,7 @@ def fmt_time(s):
 
 def progress_line(t, steps, stats, val_bpb, rate, elapsed, eta):
     val = f"val {val_bpb:.4f}" if val_bpb is not None else "val    -  "
+    eta = max(0.0, eta)                    # the last step of a budget run may end past it
     return (f"step {t:5d}/{steps} | loss {stats.get('loss', float('nan')):.4f} | {val} | "
             f"{rate / 1e3:8.1f}k member-tok/s | {fmt_time(elapsed)} | ETA {fmt_time(eta)}")
 

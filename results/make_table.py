@@ -77,8 +77,14 @@ def load(label, method, budget, seed):
 
 
 def first_below(curve, level):
-    """(seconds, member-tokens) at the first evaluation at or below `level`, or None."""
-    return next(((s, m) for s, m, v in curve if v <= level), None)
+    """(seconds, member-tokens, at the run's first evaluation after step 0?) at the first
+    evaluation at or below `level`, or None. At the first evaluation the level was reached
+    somewhere before it: the numbers are then upper bounds."""
+    return next(((s, m, i <= 1) for i, (s, m, v) in enumerate(curve) if v <= level), None)
+
+
+def tokens(n):
+    return f"{n / 1e6:,.1f} M" if n >= 1e6 else f"{n / 1e3:,.0f} k"
 
 
 def median(values):
@@ -105,11 +111,13 @@ def table(budgets, seeds, long_budget=None):
         hits = {lvl: [first_below(r[1], lvl) for (b, _), r in runs.items() if b == longest and r]
                 for lvl in THRESHOLDS}
         reach[label] = {lvl: (median([h[0] for h in hs if h]) if all(hs) else None,
-                              median([h[1] for h in hs if h]) if all(hs) else None)
+                              median([h[1] for h in hs if h]) if all(hs) else None,
+                              all(hs) and any(h[2] for h in hs))
                         for lvl, hs in hits.items()}
         summaries = [r[0] for (b, _), r in runs.items() if b == longest and r]
+        ran = sorted({s for (_, s), r in runs.items() if r})
         rows.append((label, method, vals, median([s["member_tokens_per_s"] for s in summaries]),
-                     median([s["peak_memory_mb"] for s in summaries]), summaries[0]))
+                     median([s["peak_memory_mb"] for s in summaries]), summaries[0], ran))
     ref = train.read_reference(REFERENCE)
     base = reach.get("backprop", {})
     shown = budgets + ([long_budget] if long_budget else [])
@@ -117,14 +125,20 @@ def table(budgets, seeds, long_budget=None):
             + " | ".join(f"to {lvl}: s (x backprop) / member-tokens (x backprop)"
                          for lvl in THRESHOLDS) + " | member-tokens/s | peak memory |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for label, method, vals, rate, mem, s in rows:
+    for label, method, vals, rate, mem, s, _ in rows:
         cells = [fmt(v, ".3f") for v in vals]
         for lvl in THRESHOLDS:
-            sec, tok = reach[label][lvl]
-            b_sec, b_tok = base.get(lvl, (None, None))
-            ratio = lambda a, b: f" (x{a / b:,.1f})" if a and b else ""  # noqa: E731
-            cells.append("not reached" if sec is None else
-                         f"{sec:,.0f}{ratio(sec, b_sec)} / {tok / 1e6:,.1f} M{ratio(tok, b_tok)}")
+            sec, tok, bound = reach[label][lvl]
+            b_sec, b_tok, b_bound = base.get(lvl, (None, None, False))
+            # an upper bound on backprop's cost makes the ratio a lower bound, and vice versa;
+            # with both bounds there is no ratio
+            op = {(False, False): "", (False, True): "≥", (True, False): "≤"}.get((bound, b_bound))
+
+            def ratio(a, b):
+                return f" (x{op}{a / b:,.1f})" if a and b and op is not None else ""
+            le = "≤" if bound else ""
+            cells.append("not reached" if sec is None else f"{le}{sec:,.0f}{ratio(sec, b_sec)} / "
+                         f"{le}{tokens(tok)}{ratio(tok, b_tok)}")
         lines.append(f"| {label} (`{method}.py`) | " + " | ".join(cells) +
                      f" | {fmt(rate, ',.0f')} | {fmt(mem, ',.0f')} MB |")
     ref_vals = [next((v for t, v in reversed(ref) if t <= b), None) for b in shown]
@@ -137,7 +151,19 @@ def table(budgets, seeds, long_budget=None):
     lines.append(f"| uniform / unigram / bigram | {b['uniform']:.3f} / {b['unigram']:.3f} / "
                  f"{b['bigram']:.3f} |" + " |" * (len(shown) + len(THRESHOLDS) + 1))
     s = rows[0][5]
-    lines.append(f"\nMedians over seeds {', '.join(map(str, seeds))}; commit {s['commit']}, "
+    by_seeds = {}
+    for label, *_, ran in rows:
+        by_seeds.setdefault(", ".join(map(str, ran)), []).append(label)
+    ran = "; ".join(f"{', '.join(labels)}: seed{'s' * (',' in k)} {k}"
+                    for k, labels in by_seeds.items())
+    lines.append("\n≤: reached by the run's first evaluation, so an upper bound (its ratio to "
+                 "backprop then an upper bound too; ≥ where backprop's is the bound). "
+                 "Forward-Forward, NoProp and the reservoir are scored by a float predictive on the "
+                 "integer network's activities, backprop by its float32 twin"
+                 + "".join(f" (its int8-rounded weights: {r[5]['val_bpb_int8']:.3f} at "
+                           f"{max(budgets) // 60} min)" for r in rows
+                           if r[1] == "backprop" and "val_bpb_int8" in r[5]) + ".")
+    lines.append(f"\nMedians over the seeds run ({ran}); commit {s['commit']}, "
                  f"{s['date']}, {s['machine']}; each run alone, one after another.")
     return "\n".join(lines)
 
