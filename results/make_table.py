@@ -184,7 +184,7 @@ def figure(budget, seed, path):
     ax.plot(*zip(*ref), ls="--", color="black", lw=1.2, label="nano-egg (authors' trainer)")
     for name, style in (("unigram", "--"), ("bigram", ":")):
         ax.axhline(baselines[name], color="gray", ls=style, label=f"{name} {baselines[name]:.2f}")
-    ax.set_ylim(2.5, 8.8)
+    ax.set_ylim(2.3, 8.8)
     ax.set_xlabel("wall-clock seconds (2-core CPU)")
     ax.set_ylabel("val bits/byte")
     ax.set_title(f"the same integer LM, data and budget ({budget // 60} minutes, seed {seed})")
