@@ -98,7 +98,7 @@ def fmt(v, spec):
 
 def table(budgets, seeds, long_budget=None):
     longest = max(budgets)
-    rows, reach = [], {}
+    rows, reach, long_seeds = [], {}, []
     for label, method, _ in ROWS:
         runs = {(b, s): load(label, method, b, s) for b in budgets for s in seeds}
         if not any(runs.values()):
@@ -108,6 +108,7 @@ def table(budgets, seeds, long_budget=None):
         if long_budget:
             longs = [load(label, method, long_budget, s) for s in seeds]
             vals.append(median([r[0]["val_bpb"] for r in longs if r]))
+            long_seeds = [s for s, r in zip(seeds, longs) if r] or long_seeds
         hits = {lvl: [first_below(r[1], lvl) for (b, _), r in runs.items() if b == longest and r]
                 for lvl in THRESHOLDS}
         reach[label] = {lvl: (median([h[0] for h in hs if h]) if all(hs) else None,
@@ -141,7 +142,8 @@ def table(budgets, seeds, long_budget=None):
                          f"{le}{tokens(tok)}{ratio(tok, b_tok)}")
         lines.append(f"| {label} (`{method}.py`) | " + " | ".join(cells) +
                      f" | {fmt(rate, ',.0f')} | {fmt(mem, ',.0f')} MB |")
-    ref_vals = [next((v for t, v in reversed(ref) if t <= b), None) for b in shown]
+    ref_vals = [next((v for t, v in reversed(ref) if t <= b), None) if ref[-1][0] >= 0.95 * b
+                else None for b in shown]                            # its curve ends at 10 min
     ref_reach = [next((t for t, v in ref if v <= lvl), None) for lvl in THRESHOLDS]
     lines.append("| nano-egg (the EGGROLL authors' trainer, results/nano_egg_cpu.csv) | "
                  + " | ".join(fmt(v, ".2f") for v in ref_vals) + " | "
@@ -163,6 +165,9 @@ def table(budgets, seeds, long_budget=None):
                  + "".join(f" (its int8-rounded weights: {r[5]['val_bpb_int8']:.3f} at "
                            f"{max(budgets) // 60} min)" for r in rows
                            if r[1] == "backprop" and "val_bpb_int8" in r[5]) + ".")
+    if long_seeds:
+        ran += (f"; {long_budget // 60} min: EGGROLL only, seed{'s' * (len(long_seeds) > 1)} "
+                + ", ".join(map(str, long_seeds)))
     lines.append(f"\nMedians over the seeds run ({ran}); commit {s['commit']}, "
                  f"{s['date']}, {s['machine']}; each run alone, one after another.")
     return "\n".join(lines)
