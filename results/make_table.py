@@ -156,8 +156,8 @@ def table(budgets, seeds, long_budget=None):
     by_seeds = {}
     for label, *_, ran in rows:
         by_seeds.setdefault(", ".join(map(str, ran)), []).append(label)
-    ran = "; ".join(f"{', '.join(labels)}: seed{'s' * (',' in k)} {k}"
-                    for k, labels in by_seeds.items())
+    seeds_text = "; ".join(f"{', '.join(labels)}: seed{'s' * (',' in k)} {k}"
+                           for k, labels in by_seeds.items())
     lines.append("\n≤: reached by the run's first evaluation, so an upper bound (its ratio to "
                  "backprop then an upper bound too; ≥ where backprop's is the bound). "
                  "Forward-Forward, NoProp and the reservoir are scored by a float predictive on the "
@@ -166,9 +166,9 @@ def table(budgets, seeds, long_budget=None):
                            f"{max(budgets) // 60} min)" for r in rows
                            if r[1] == "backprop" and "val_bpb_int8" in r[5]) + ".")
     if long_seeds:
-        ran += (f"; {long_budget // 60} min: EGGROLL only, seed{'s' * (len(long_seeds) > 1)} "
-                + ", ".join(map(str, long_seeds)))
-    lines.append(f"\nMedians over the seeds run ({ran}); commit {s['commit']}, "
+        seeds_text += (f"; {long_budget // 60} min: EGGROLL only, "
+                       f"seed{'s' * (len(long_seeds) > 1)} " + ", ".join(map(str, long_seeds)))
+    lines.append(f"\nMedians over the seeds run ({seeds_text}); commit {s['commit']}, "
                  f"{s['date']}, {s['machine']}; each run alone, one after another.")
     return "\n".join(lines)
 

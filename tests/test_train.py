@@ -105,6 +105,7 @@ def test_help_without_method_lists_the_methods(capsys):
         assert f"  {name}" in out and first in out, name
     assert "--method M --help" in out and "--population" not in out and "examples:" in out
 
+
 def test_progress_line_never_shows_a_negative_eta():
     """A budget run's last step can end a second past the budget: its ETA reads 0m00s
     (it read -1m59s, the floor division of -1 s)."""
