@@ -216,21 +216,21 @@ def forward_peak_bytes(mcfg, n_tokens):
 
 
 def step_peak_bytes(mcfg, cfg, seq_len):
-    """An upper bound of one EGGROLL step's memory: the pair noise as drawn (P pairs) and the
+    """An upper bound of one EGGROLL step's memory: the noise as drawn (P directions) and the
     members' signed copies (all N members, one transient copy more), the carried states (old
     and new), one member chunk's forward (forward_peak_bytes), one parameter's Z (int32 and
     int64) with one GEMM chunk's (diag(F) A, B) operands, and for the sgd update the weight
     fractions (int32, old and new) and its int64 temporaries (Z scale, acc, steps)."""
     shapes = list(lm.param_shapes(mcfg).values())
-    factors = sum(cfg.rank * (s[0] + s[1]) for s in shapes if len(s) == 2)   # int8 per pair
-    vectors = sum(4 * s[0] for s in shapes if len(s) == 1)                 # int32 per pair
-    P, N = cfg.population // 2, cfg.population
+    factors = sum(cfg.rank * (s[0] + s[1]) for s in shapes if len(s) == 2)   # int8 per direction
+    vectors = sum(4 * s[0] for s in shapes if len(s) == 1)                 # int32 per direction
+    P, N = eggroll.n_directions(cfg), cfg.population
     noise = 2 * P * (factors + vectors) + 2 * N * (factors + vectors)
     hidden = 2 * mcfg.n_layers * N * mcfg.d_model
     forward = forward_peak_bytes(mcfg, (cfg.member_chunk or N) * min(cfg.time_chunk, seq_len))
     sgd = cfg.update == "sgd"
-    gemm_pairs = min(P, lm.EXACT_I32_MAX_N // cfg.rank)
-    update = max((12 + 28 * sgd) * s[0] * s[1] + 2 * gemm_pairs * cfg.rank * (s[0] + s[1])
+    gemm_directions = min(P, lm.EXACT_I32_MAX_N // cfg.rank)
+    update = max((12 + 28 * sgd) * s[0] * s[1] + 2 * gemm_directions * cfg.rank * (s[0] + s[1])
                  for s in shapes if len(s) == 2)
     fractions = 8 * lm.count_params(mcfg) * sgd
     return noise + hidden + forward + update + fractions
@@ -395,13 +395,13 @@ def timed_calls(fn, targets):
 
 
 def step_phases(method):
-    """What a method's step spends its time on: the noise draw (pair_noise: EGGROLL draws it
+    """What a method's step spends its time on: the noise draw (direction_noise: EGGROLL draws it
     before the forward, naive ES inside the forward and again in the update), the population
     forward (population_fitness) and the update; inside them, the shared integer GEMMs
     (int_matmul) and the members' own terms: matmul, embedding rows, vectors (LowRank's or
     Full's matmul_delta and row_delta, Full's vector_delta)."""
     member = lm.LowRank if method is eggroll else lm.Full
-    return {"noise": (method, "pair_noise"), "forward": (method, "population_fitness"),
+    return {"noise": (method, "direction_noise"), "forward": (method, "population_fitness"),
             "update": (method, "update"), "gemm": (lm, "int_matmul"),
             "member_matmul": (member, "matmul_delta"), "member_rows": (member, "row_delta"),
             "member_vectors": (lm.Full, "vector_delta")}
@@ -880,7 +880,7 @@ def plot_rank_convergence(ranks, res, population, samples):
 
 def step_update(mcfg, population, rank, seq_len, t=0, seed=0):
     """One real EGGROLL step's update matrices at model mcfg on the training data: the
-    members' fitness on step t's windows, the pairs' signs F (eggroll.pair_signal) and
+    members' fitness on step t's windows, the pairs' signs F (eggroll.direction_signal) and
     Z = sum_k F_k A_k B_k^T (eggroll.accumulate_z) per matrix, exactly what eggroll.step
     computes (tests/test_bench.py checks its update against the step's). Returns (F, {name: Z})."""
     cfg = eggroll.Config(population=population, rank=rank, time_chunk=seq_len)
@@ -891,7 +891,7 @@ def step_update(mcfg, population, rank, seq_len, t=0, seed=0):
     noise = eggroll.noise_source(seed, t, cfg, mcfg, np)
     fitness, _ = eggroll.population_fitness(params, mcfg, members,
                                             lm.zero_hidden(mcfg, population), noise, cfg, 0)
-    F = eggroll.pair_signal(fitness, cfg)
+    F = eggroll.direction_signal(fitness, cfg)
     return F, {name: eggroll.accumulate_z(F, noise, name, cfg)
                for name, shape in lm.param_shapes(mcfg).items() if len(shape) == 2}
 

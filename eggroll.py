@@ -26,7 +26,10 @@ state App. H.3 leaves to future work, and takes the float code path's SGD step o
     W_q16 <- W_q16 + 2^16 lr alpha_t Z / std(Z),   W = I8(round(W_q16 / 2^16))
 and the forward reads the int8 W. `--signal sign` is H.2's signal; the default (zscore, a
 departure) keeps the size of the pair's difference: F_k = round(16 d_k / rms(d)), d_k = f+ - f-,
-and std(Z) grows by F's rms, 16.
+and std(Z) grows by F's rms, 16. `--sampling independent` (a departure) gives every member its
+own E_i instead of a mirrored pair and scores it against the mean fitness of its group, the G
+members that share its data window: F_i from d_i = G f_i - sum_{j in group} f_j, N directions
+a step instead of N/2, with the same forward, update and std(Z) over P = N directions.
 
 Departures, each also marked at its line:
   * integer rank r > 1 is a sum of r rank-1 terms (the reference code has rank 1 only);
@@ -36,7 +39,7 @@ Departures, each also marked at its line:
   * alpha_t counts t in the paper's steps of 2048 members x 100 bytes, so that a run cut into
     smaller steps follows the same schedule per member-token: alpha = 1/(1 + alpha_decay M /
     204800) after M member-tokens (the paper's alpha_decay is 0.015);
-  * the sgd update and the zscore signal (above).
+  * the sgd update, the zscore signal and independent sampling (above).
 
 Run: $ python eggroll.py                  (the float algorithm on a toy regression, seconds)
      $ python train.py --method eggroll   (the integer LM, about 2 minutes on 2 cores)
@@ -52,7 +55,15 @@ import numpy as np
 import int_rnn_lm as lm
 
 # -----------------------------------------------------------------------------
-# noise (H.1): rank-r int8 factors per matrix and pair, redrawn from (seed, epoch, param, pair)
+# noise (H.1): rank-r int8 factors per matrix and direction k, from (seed, epoch, param, k)
+
+
+MEMBERS_PER_DIRECTION = {"antithetic": 2, "independent": 1}
+
+
+def n_directions(cfg):
+    """P, the noise draws E_k of a step: one per antithetic pair, or one per member."""
+    return cfg.population // MEMBERS_PER_DIRECTION[cfg.sampling]
 
 
 def noise_epoch(t, cfg):
@@ -60,32 +71,32 @@ def noise_epoch(t, cfg):
     return t // cfg.noise_reuse if cfg.noise_reuse > 0 else 0
 
 
-def pair_noise(seed, t, cfg, pid, shape, pairs, xp):
-    """Parameter pid's noise for the antithetic pairs `pairs` (ids), a pure function of its key.
+def direction_noise(seed, t, cfg, pid, shape, directions, xp):
+    """Parameter pid's noise for the directions `directions` (ids k), a pure function of its key.
 
     Matrix (m, n): A (p, m, r) and B (p, n, r) int8 ~ 16 N(0,1), B first as in the reference.
     Vector (d,): a * b of two int8 normals, (p, d) int32 with std 256."""
     key = lm.stream_key(seed, noise_epoch(t, cfg), pid)
     if len(shape) == 2:
         m, n = shape
-        v = lm.noise_int8(key, pairs, (m + n) * cfg.rank, xp)            # (p, (m + n) r)
+        v = lm.noise_int8(key, directions, (m + n) * cfg.rank, xp)       # (p, (m + n) r)
         B = v[:, : n * cfg.rank].reshape(-1, n, cfg.rank)                 # (p, n, r)
         A = v[:, n * cfg.rank:].reshape(-1, m, cfg.rank)                  # (p, m, r)
         return A, B
     d = shape[0]
-    v = lm.wide(lm.noise_int8(key, pairs, 2 * d, xp))                     # (p, 2d)
+    v = lm.wide(lm.noise_int8(key, directions, 2 * d, xp))                # (p, 2d)
     return v[:, :d] * v[:, d:]                                            # (p, d) int32
 
 
 def noise_source(seed, t, cfg, mcfg, xp):
-    """(name, pairs) -> that parameter's noise for a slice of pairs. EGGROLL's is r (m + n) int8
-    numbers per pair and matrix: drawn once for all P pairs and kept for the step's forward
-    and update."""
-    all_pairs = xp.arange(cfg.population // 2)
-    drawn = {name: pair_noise(seed, t, cfg, pid, shape, all_pairs, xp)
+    """(name, directions) -> that parameter's noise for a slice of directions. EGGROLL's is
+    r (m + n) int8 numbers per direction and matrix: drawn once for all P directions and kept
+    for the step's forward and update."""
+    all_directions = xp.arange(n_directions(cfg))
+    drawn = {name: direction_noise(seed, t, cfg, pid, shape, all_directions, xp)
              for pid, (name, shape) in enumerate(lm.param_shapes(mcfg).items())}
-    return lambda name, pairs: (tuple(f[pairs] for f in drawn[name])
-                                if isinstance(drawn[name], tuple) else drawn[name][pairs])
+    return lambda name, ks: (tuple(f[ks] for f in drawn[name])
+                             if isinstance(drawn[name], tuple) else drawn[name][ks])
 
 
 def perturb_shift(cfg):
@@ -101,28 +112,38 @@ def antithetic(x):
     return xp.repeat(x, 2, axis=0) * sign.reshape((-1,) + (1,) * (x.ndim - 1))
 
 
+def to_members(x, cfg, signed=True):
+    """Direction rows (p, ...) -> member rows: antithetic, the pair's +x_k, -x_k (signed) or
+    x_k twice; independent, member k's own x_k."""
+    if cfg.sampling == "independent":
+        return x
+    return antithetic(x) if signed else x.repeat(2, axis=0)
+
+
 def member_perturbation(noise, cfg):
-    """Pair noise -> each member's perturbation, as the model's hook: LowRank for a matrix (the
-    sign on A; E_i is never built), Full for a vector."""
-    return {name: lm.LowRank(antithetic(nz[0]), nz[1].repeat(2, axis=0), perturb_shift(cfg))
-            if isinstance(nz, tuple) else lm.Full(antithetic(nz), perturb_shift(cfg))
+    """Direction noise -> each member's perturbation, as the model's hook: LowRank for a matrix
+    (the sign on A; E_i is never built), Full for a vector."""
+    return {name: lm.LowRank(to_members(nz[0], cfg), to_members(nz[1], cfg, signed=False),
+                             perturb_shift(cfg))
+            if isinstance(nz, tuple) else lm.Full(to_members(nz, cfg), perturb_shift(cfg))
             for name, nz in noise.items()}
 
 # -----------------------------------------------------------------------------
-# estimator (H.2): every member's fitness, and each pair's signal
+# estimator (H.2): every member's fitness, and each direction's signal
 
 
 def population_fitness(params, mcfg, tokens, hidden, noise, cfg, first):
     """Integer log-likelihood of each member's window, member_chunk members at a time.
     tokens (n, T + 1), hidden (L, n, D): members first, first + 1, ... (first even)."""
+    per = MEMBERS_PER_DIRECTION[cfg.sampling]
     xp = lm.backend_of(tokens)
     n = tokens.shape[0]
     chunk = cfg.member_chunk or n
     fit, new_hidden = [], []
     for i in range(0, n, chunk):
         rows = slice(i, min(n, i + chunk))
-        pairs = slice((first + rows.start) // 2, (first + rows.stop) // 2)
-        pert = member_perturbation({name: noise(name, pairs) for name in params}, cfg)
+        ks = slice((first + rows.start) // per, (first + rows.stop) // per)  # their directions
+        pert = member_perturbation({name: noise(name, ks) for name in params}, cfg)
         f, h = lm.population_logprob(params, mcfg, tokens[rows], hidden[:, rows], pert,
                                      cfg.time_chunk)
         fit.append(f)
@@ -133,13 +154,19 @@ def population_fitness(params, mcfg, tokens, hidden, noise, cfg, first):
 SIGNAL_RMS = {"sign": 1, "zscore": 16}   # the rms of F under each signal
 
 
-def pair_signal(fitness, cfg):
-    """F_k from d_k = f(member 2k) - f(member 2k+1), all the update sees: sign(d_k) in
+def direction_signal(fitness, cfg):
+    """F_k, all the update sees, from a fitness difference d_k in integers, so that every
+    process and backend agrees. Antithetic: d_k = f(member 2k) - f(member 2k+1) (H.2).
+    Independent (a departure): d_k = G f_k - (the sum of f over k's group), G times member
+    k's lead over its group's mean, the G members that share k's window. F_k = sign(d_k) in
     {-1, 0, 1} (H.2), or by default (zscore, a departure) d_k scaled to rms 16 and rounded,
-    round(16 d_k / rms(d)) in [-127, 127], in integers so that every process and backend
-    agrees: the size of the difference, not only its sign."""
+    round(16 d_k / rms(d)) in [-127, 127]: the size of the difference, not only its sign."""
     xp = lm.backend_of(fitness)
-    d = fitness[0::2] - fitness[1::2]                                     # (P,) int64
+    if cfg.sampling == "antithetic":
+        d = fitness[0::2] - fitness[1::2]                                 # (P,) int64
+    else:
+        groups = fitness.reshape(-1, cfg.group_size)                      # (N / G, G)
+        d = (cfg.group_size * groups - groups.sum(axis=1, keepdims=True)).reshape(-1)  # (P,)
     if cfg.signal == "sign":
         return xp.sign(d).astype(np.int8)
     rms = max(1, math.isqrt(int((d * d).sum()) // len(d)))               # integer rms of d
@@ -151,8 +178,8 @@ def pair_signal(fitness, cfg):
 
 REFERENCE_STEP = 2048 * 100   # member-tokens in one step of the paper's int8 LM runs (nano-egg)
 FRACTION_BITS = 16   # sgd: each weight keeps W_q16 - 2^16 W in [-2^15, 2^15) as int32
-# sgd: Z times the multiplier (<= lr 2^36 / std(Z)) stays below 2^63 for lr <= 64 while the
-# population has fewer than 2^27 pairs (x rank)
+# sgd: Z times the multiplier (<= lr 2^36 / std(Z)) stays below 2^63 for lr <= 64 while a
+# step has fewer than 2^27 directions (x rank)
 MAX_LR = 64
 
 
@@ -183,7 +210,7 @@ def z_std(shape, cfg):
     """Z's spread under random signs F: an entry of a_k b_k (two int8 normals of std 16) has
     std 256, and a rank-r matrix sums r of them, so std(Z) = 256 sqrt(P r) times F's rms."""
     r = cfg.rank if len(shape) == 2 else 1
-    return SIGNAL_RMS[cfg.signal] * 256 * math.sqrt(cfg.population // 2 * r)
+    return SIGNAL_RMS[cfg.signal] * 256 * math.sqrt(n_directions(cfg) * r)
 
 
 def z_threshold(alpha, std):
@@ -249,6 +276,7 @@ class Config:
     time_chunk: int = 25      # bytes per forward chunk (memory bound; results do not depend on it)
     member_chunk: int = 0     # members per chunk, even, 0 = all (bounds a step's memory)
     signal: Literal["zscore", "sign"] = "zscore"  # F_k: the z-scored difference, or sign (H.2)
+    sampling: Literal["antithetic", "independent"] = "antithetic"  # +-E_k pairs, or E_k per member
 
 
 # train.py's run on each device: its own settings (steps, seq_len, ...) and Config overrides.
@@ -266,8 +294,10 @@ def check_config(cfg):
                          f"got {cfg.group_size}")
     if cfg.time_chunk < 1:
         raise ValueError(f"time_chunk must be >= 1, got {cfg.time_chunk}")
-    if cfg.population // 2 * cfg.rank >= 2**27 or cfg.rank < 1:
-        raise ValueError(f"rank must be >= 1 and population / 2 x rank below 2^27, got {cfg.rank}")
+    if cfg.sampling not in MEMBERS_PER_DIRECTION:
+        raise ValueError(f"sampling must be antithetic or independent, got {cfg.sampling!r}")
+    if n_directions(cfg) * cfg.rank >= 2**27 or cfg.rank < 1:
+        raise ValueError(f"rank must be >= 1 and directions x rank below 2^27, got {cfg.rank}")
     if cfg.member_chunk < 0 or cfg.member_chunk % 2:
         raise ValueError(f"member_chunk must be even and >= 0, got {cfg.member_chunk}")
     if cfg.sigma_shift < 0 or cfg.noise_reuse < 0:
@@ -325,7 +355,7 @@ def step(params, state, batch, t, cfg, mcfg, seed, world):
     fitness, hidden = population_fitness(params, mcfg, member_tokens, hidden, noise, cfg,
                                          mine.start)
     fitness = world.allgather(fitness)                                    # (N,): all that travels
-    F = pair_signal(fitness, cfg)                                         # (P,)
+    F = direction_signal(fitness, cfg)                                    # (P,)
     T = tokens.shape[1] - 1
     alpha = alpha_schedule(t, cfg, T)
     params, state, moved = update(params, dict(state, hidden=hidden), F, noise, alpha, cfg)

@@ -26,7 +26,10 @@ state App. H.3 leaves to future work, and takes the float code path's SGD step o
     W_q16 <- W_q16 + 2^16 lr alpha_t Z / std(Z),   W = I8(round(W_q16 / 2^16))
 and the forward reads the int8 W. `--signal sign` is H.2's signal; the default (zscore, a
 departure) keeps the size of the pair's difference: F_k = round(16 d_k / rms(d)), d_k = f+ - f-,
-and std(Z) grows by F's rms, 16.
+and std(Z) grows by F's rms, 16. `--sampling independent` (a departure) gives every member its
+own E_i instead of a mirrored pair and scores it against the mean fitness of its group, the G
+members that share its data window: F_i from d_i = G f_i - sum_{j in group} f_j, N directions
+a step instead of N/2, with the same forward, update and std(Z) over P = N directions.
 
 Departures, each also marked at its line:
   * Salimans et al. perturb float weights and rank-shape the fitness (the float demo can do
@@ -37,7 +40,7 @@ Departures, each also marked at its line:
   * alpha_t counts t in the paper's steps of 2048 members x 100 bytes, so that a run cut into
     smaller steps follows the same schedule per member-token: alpha = 1/(1 + alpha_decay M /
     204800) after M member-tokens (the paper's alpha_decay is 0.015);
-  * the sgd update and the zscore signal (above).
+  * the sgd update, the zscore signal and independent sampling (above).
 
 Run: $ python es_naive.py                 (the float algorithm on a toy regression, seconds)
      $ python train.py --method es_naive   (the integer LM, about 2 minutes on 2 cores)
@@ -53,7 +56,15 @@ import numpy as np
 import int_rnn_lm as lm
 
 # -----------------------------------------------------------------------------
-# noise (H.1): a full-rank int8 tensor per parameter and pair, drawn from (seed, epoch, param, pair)
+# noise (H.1): a full-rank int8 tensor per parameter and direction k, from (seed, epoch, param, k)
+
+
+MEMBERS_PER_DIRECTION = {"antithetic": 2, "independent": 1}
+
+
+def n_directions(cfg):
+    """P, the noise draws E_k of a step: one per antithetic pair, or one per member."""
+    return cfg.population // MEMBERS_PER_DIRECTION[cfg.sampling]
 
 
 def noise_epoch(t, cfg):
@@ -61,22 +72,22 @@ def noise_epoch(t, cfg):
     return t // cfg.noise_reuse if cfg.noise_reuse > 0 else 0
 
 
-def pair_noise(seed, t, cfg, pid, shape, pairs, xp):
-    """Parameter pid's noise for the antithetic pairs `pairs` (ids), a pure function of its key.
+def direction_noise(seed, t, cfg, pid, shape, directions, xp):
+    """Parameter pid's noise for the directions `directions` (ids k), a pure function of its key.
 
     E (p, m, n) for a matrix, (p, d) for a vector: int8 ~ 16 N(0,1), every entry its own draw."""
     key = lm.stream_key(seed, noise_epoch(t, cfg), pid)
-    E = lm.noise_int8(key, pairs, math.prod(shape), xp)                  # (p, m n) int8
+    E = lm.noise_int8(key, directions, math.prod(shape), xp)             # (p, m n) int8
     return E.reshape((-1,) + tuple(shape))                               # (p, m, n) or (p, d)
 
 
 def noise_source(seed, t, cfg, mcfg, xp):
-    """(name, pairs) -> that parameter's noise for a slice of pairs. Naive ES's is m n int8
-    numbers per pair and matrix, too many to keep for a population: drawn afresh at each
-    request (the forward's member chunks, the update's pair chunks)."""
+    """(name, directions) -> that parameter's noise for a slice of directions. Naive ES's is
+    m n int8 numbers per direction and matrix, too many to keep for a population: drawn afresh
+    at each request (the forward's member chunks, the update's direction chunks)."""
     ids = {name: (pid, shape) for pid, (name, shape) in enumerate(lm.param_shapes(mcfg).items())}
-    return lambda name, pairs: pair_noise(seed, t, cfg, *ids[name],
-                                          xp.arange(pairs.start, pairs.stop), xp)
+    return lambda name, ks: direction_noise(seed, t, cfg, *ids[name],
+                                            xp.arange(ks.start, ks.stop), xp)
 
 
 def perturb_shift(cfg):
@@ -92,26 +103,33 @@ def antithetic(x):
     return xp.repeat(x, 2, axis=0) * sign.reshape((-1,) + (1,) * (x.ndim - 1))
 
 
+def to_members(x, cfg):
+    """Direction rows (p, ...) -> member rows: antithetic, the pair's +x_k, -x_k; independent,
+    member k's own x_k."""
+    return x if cfg.sampling == "independent" else antithetic(x)
+
+
 def member_perturbation(noise, cfg):
-    """Pair noise -> each member's perturbation, as the model's hook: Full, every member
+    """Direction noise -> each member's perturbation, as the model's hook: Full, every member
     holding its own copy of every noise tensor (the batched per-member-weight forward)."""
-    return {name: lm.Full(antithetic(E), perturb_shift(cfg)) for name, E in noise.items()}
+    return {name: lm.Full(to_members(E, cfg), perturb_shift(cfg)) for name, E in noise.items()}
 
 # -----------------------------------------------------------------------------
-# estimator (H.2): every member's fitness, and each pair's signal
+# estimator (H.2): every member's fitness, and each direction's signal
 
 
 def population_fitness(params, mcfg, tokens, hidden, noise, cfg, first):
     """Integer log-likelihood of each member's window, member_chunk members at a time.
     tokens (n, T + 1), hidden (L, n, D): members first, first + 1, ... (first even)."""
+    per = MEMBERS_PER_DIRECTION[cfg.sampling]
     xp = lm.backend_of(tokens)
     n = tokens.shape[0]
     chunk = cfg.member_chunk or n
     fit, new_hidden = [], []
     for i in range(0, n, chunk):
         rows = slice(i, min(n, i + chunk))
-        pairs = slice((first + rows.start) // 2, (first + rows.stop) // 2)
-        pert = member_perturbation({name: noise(name, pairs) for name in params}, cfg)
+        ks = slice((first + rows.start) // per, (first + rows.stop) // per)  # their directions
+        pert = member_perturbation({name: noise(name, ks) for name in params}, cfg)
         f, h = lm.population_logprob(params, mcfg, tokens[rows], hidden[:, rows], pert,
                                      cfg.time_chunk)
         fit.append(f)
@@ -122,13 +140,19 @@ def population_fitness(params, mcfg, tokens, hidden, noise, cfg, first):
 SIGNAL_RMS = {"sign": 1, "zscore": 16}   # the rms of F under each signal
 
 
-def pair_signal(fitness, cfg):
-    """F_k from d_k = f(member 2k) - f(member 2k+1), all the update sees: sign(d_k) in
+def direction_signal(fitness, cfg):
+    """F_k, all the update sees, from a fitness difference d_k in integers, so that every
+    process and backend agrees. Antithetic: d_k = f(member 2k) - f(member 2k+1) (H.2).
+    Independent (a departure): d_k = G f_k - (the sum of f over k's group), G times member
+    k's lead over its group's mean, the G members that share k's window. F_k = sign(d_k) in
     {-1, 0, 1} (H.2), or by default (zscore, a departure) d_k scaled to rms 16 and rounded,
-    round(16 d_k / rms(d)) in [-127, 127], in integers so that every process and backend
-    agrees: the size of the difference, not only its sign."""
+    round(16 d_k / rms(d)) in [-127, 127]: the size of the difference, not only its sign."""
     xp = lm.backend_of(fitness)
-    d = fitness[0::2] - fitness[1::2]                                     # (P,) int64
+    if cfg.sampling == "antithetic":
+        d = fitness[0::2] - fitness[1::2]                                 # (P,) int64
+    else:
+        groups = fitness.reshape(-1, cfg.group_size)                      # (N / G, G)
+        d = (cfg.group_size * groups - groups.sum(axis=1, keepdims=True)).reshape(-1)  # (P,)
     if cfg.signal == "sign":
         return xp.sign(d).astype(np.int8)
     rms = max(1, math.isqrt(int((d * d).sum()) // len(d)))               # integer rms of d
@@ -140,8 +164,8 @@ def pair_signal(fitness, cfg):
 
 REFERENCE_STEP = 2048 * 100   # member-tokens in one step of the paper's int8 LM runs (nano-egg)
 FRACTION_BITS = 16   # sgd: each weight keeps W_q16 - 2^16 W in [-2^15, 2^15) as int32
-# sgd: Z times the multiplier (<= lr 2^36 / std(Z)) stays below 2^63 for lr <= 64 while the
-# population has fewer than 2^27 pairs (x rank)
+# sgd: Z times the multiplier (<= lr 2^36 / std(Z)) stays below 2^63 for lr <= 64 while a
+# step has fewer than 2^27 directions (x rank)
 MAX_LR = 64
 
 
@@ -154,22 +178,22 @@ def alpha_schedule(t, cfg, seq_len):
 
 def accumulate_z(F, noise, name, cfg):
     """Z = sum_k F_k E_k for one parameter (H.2), summed over the materialised E_k, drawn
-    again member_chunk / 2 pairs at a time -> the parameter's shape, int64."""
+    again member_chunk / 2 directions at a time -> the parameter's shape, int64."""
     xp = lm.backend_of(F)
     P = len(F)
-    chunk = (cfg.member_chunk or cfg.population) // 2                      # pairs per chunk
+    chunk = (cfg.member_chunk or cfg.population) // 2                      # directions per chunk
     Z = 0
     for i in range(0, P, chunk):
-        pairs = slice(i, min(P, i + chunk))
-        E = noise(name, pairs).astype(xp.int64)                            # (p, *shape)
-        Z = Z + xp.tensordot(F[pairs].astype(xp.int64), E, axes=1)        # sum_k F_k E_k
+        ks = slice(i, min(P, i + chunk))
+        E = noise(name, ks).astype(xp.int64)                               # (p, *shape)
+        Z = Z + xp.tensordot(F[ks].astype(xp.int64), E, axes=1)           # sum_k F_k E_k
     return Z
 
 
 def z_std(shape, cfg):
     """Z's spread under random signs F: an entry of E_k (an int8 normal) has std 16, so
     std(Z) = 16 sqrt(P) times F's rms."""
-    return SIGNAL_RMS[cfg.signal] * lm.Q_ONE * math.sqrt(cfg.population // 2)
+    return SIGNAL_RMS[cfg.signal] * lm.Q_ONE * math.sqrt(n_directions(cfg))
 
 
 def z_threshold(alpha, std):
@@ -234,6 +258,7 @@ class Config:
     time_chunk: int = 25      # bytes per forward chunk (memory bound; results do not depend on it)
     member_chunk: int = 64    # members per chunk, even, 0 = all (bounds a step's memory)
     signal: Literal["zscore", "sign"] = "zscore"  # F_k: the z-scored difference, or sign (H.2)
+    sampling: Literal["antithetic", "independent"] = "antithetic"  # +-E_k pairs, or E_k per member
 
 
 # train.py's run on each device: its own settings (steps, seq_len, ...) and Config overrides.
@@ -249,9 +274,12 @@ def check_config(cfg):
     if cfg.group_size < 2 or cfg.group_size % 2 or cfg.population % cfg.group_size:
         raise ValueError(f"group_size must be even and divide population {cfg.population}, "
                          f"got {cfg.group_size}")
-    if cfg.time_chunk < 1 or cfg.population // 2 >= 2**27:
-        raise ValueError(f"time_chunk must be >= 1 and population / 2 below 2^27, got "
-                         f"{cfg.time_chunk}, {cfg.population // 2}")
+    if cfg.time_chunk < 1:
+        raise ValueError(f"time_chunk must be >= 1, got {cfg.time_chunk}")
+    if cfg.sampling not in MEMBERS_PER_DIRECTION:
+        raise ValueError(f"sampling must be antithetic or independent, got {cfg.sampling!r}")
+    if n_directions(cfg) >= 2**27:
+        raise ValueError(f"a step must have fewer than 2^27 directions, got {n_directions(cfg)}")
     if cfg.member_chunk < 0 or cfg.member_chunk % 2:
         raise ValueError(f"member_chunk must be even and >= 0, got {cfg.member_chunk}")
     if cfg.sigma_shift < 0 or cfg.noise_reuse < 0:
@@ -309,7 +337,7 @@ def step(params, state, batch, t, cfg, mcfg, seed, world):
     fitness, hidden = population_fitness(params, mcfg, member_tokens, hidden, noise, cfg,
                                          mine.start)
     fitness = world.allgather(fitness)                                    # (N,): all that travels
-    F = pair_signal(fitness, cfg)                                         # (P,)
+    F = direction_signal(fitness, cfg)                                    # (P,)
     T = tokens.shape[1] - 1
     alpha = alpha_schedule(t, cfg, T)
     params, state, moved = update(params, dict(state, hidden=hidden), F, noise, alpha, cfg)

@@ -578,16 +578,46 @@ def _inverse_normal_table():
 NORMAL_Q4 = _inverse_normal_table()
 
 
-def noise_int8(key, rows, size, xp=np):
+def noise_int8_plain(key, rows, size, xp=np):
     """Integer noise ~ 16 N(0, 1) as int8, a pure function of (key, row, index).
 
-    key: a stream_key(seed, step, param id); rows: (P,) ids (e.g. antithetic pair ids).
+    key: a stream_key(seed, step, param id); rows: (P,) ids (e.g. the noise directions k).
     Returns (P, size) int8 in [-69, 69]."""
     rows = xp.asarray(rows).astype(xp.uint32)
     row_keys = hash32(rows * xp.uint32(0x85EBCA6B) ^ xp.uint32(key))            # (P,)
     idx = xp.arange(size, dtype=xp.uint32) * xp.uint32(0x9E3779B9)             # (size,)
     h = hash32(row_keys[:, None] ^ idx[None, :])                                 # (P, size)
     return _table(xp, NORMAL_Q4)[(h >> xp.uint32(16)).astype(xp.int32)]
+
+
+NOISE_BLOCK = 1 << 15   # noise_int8 on the CPU: uint32 hashes per block (128 KiB, cache-sized)
+
+
+def noise_int8(key, rows, size, xp=np):
+    """noise_int8_plain, bit for bit; on the CPU a block of rows at a time with every
+    operation in place, about 3x faster (the plain version makes a fresh (P, size) uint32
+    array per operation and walks memory ten times)."""
+    if xp is not np:
+        return noise_int8_plain(key, rows, size, xp)
+    rows = np.asarray(rows).astype(np.uint32)
+    row_keys = hash32(rows * np.uint32(0x85EBCA6B) ^ np.uint32(key))            # (P,)
+    idx = np.arange(size, dtype=np.uint32) * np.uint32(0x9E3779B9)             # (size,)
+    out = np.empty((len(rows), size), dtype=np.int8)
+    block = max(1, NOISE_BLOCK // max(1, size))                                # rows per block
+    h = np.empty((min(block, len(rows)), size), dtype=np.uint32)
+    tmp = np.empty_like(h)
+    for i in range(0, len(rows), block):
+        n = min(block, len(rows) - i)
+        x, t = h[:n], tmp[:n]
+        np.bitwise_xor(row_keys[i: i + n, None], idx[None, :], out=x)        # (n, size)
+        for shift, mult in ((16, 0x7FEB352D), (15, 0x846CA68B), (16, None)):  # hash32
+            np.right_shift(x, np.uint32(shift), out=t)
+            np.bitwise_xor(x, t, out=x)
+            if mult is not None:
+                np.multiply(x, np.uint32(mult), out=x)                        # wraps mod 2^32
+        np.right_shift(x, np.uint32(16), out=x)                               # 16-bit uniform
+        np.take(NORMAL_Q4, x, out=out[i: i + n])
+    return out
 
 # -----------------------------------------------------------------------------
 # evaluation and sampling

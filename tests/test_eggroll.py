@@ -64,8 +64,8 @@ def test_member_matmul_is_the_materialised_perturbation():
 def test_members_of_a_pair_get_opposite_noise():
     cfg = eg.Config(population=8, rank=2)
     pairs = np.arange(4)
-    noise = {"w": eg.pair_noise(0, 3, cfg, 5, (6, 4), pairs, np),
-             "v": eg.pair_noise(0, 3, cfg, 6, (4,), pairs, np)}
+    noise = {"w": eg.direction_noise(0, 3, cfg, 5, (6, 4), pairs, np),
+             "v": eg.direction_noise(0, 3, cfg, 6, (4,), pairs, np)}
     pert = eg.member_perturbation(noise, cfg)
     A, B = pert["w"].A, pert["w"].B
     np.testing.assert_array_equal(A[0::2], -A[1::2].astype(np.int32))
@@ -76,10 +76,29 @@ def test_members_of_a_pair_get_opposite_noise():
     assert (A[0] != A[2]).any(), "different pairs must get different noise"
 
 
+def test_independent_members_get_their_own_noise():
+    """--sampling independent: member i's perturbation is direction i's noise as drawn, no sign
+    and no copy; the directions are the antithetic run's pair ids continued (the first N/2
+    are the same draws)."""
+    cfg = eg.Config(population=8, rank=2, sampling="independent")
+    ks = np.arange(eg.n_directions(cfg))
+    assert len(ks) == 8 and eg.n_directions(eg.Config(population=8)) == 4
+    noise = {"w": eg.direction_noise(0, 3, cfg, 5, (6, 4), ks, np),
+             "v": eg.direction_noise(0, 3, cfg, 6, (4,), ks, np)}
+    pert = eg.member_perturbation(noise, cfg)
+    np.testing.assert_array_equal(pert["w"].A, noise["w"][0])
+    np.testing.assert_array_equal(pert["w"].B, noise["w"][1])
+    np.testing.assert_array_equal(pert["v"].E, noise["v"])
+    assert len(np.unique(pert["w"].A.reshape(8, -1), axis=0)) == 8, "a member's noise repeats"
+    antithetic = eg.direction_noise(0, 3, eg.Config(population=8, rank=2), 5, (6, 4),
+                                    np.arange(4), np)
+    np.testing.assert_array_equal(antithetic[0], noise["w"][0][:4])
+
+
 def test_noise_depends_on_epoch_via_noise_reuse():
     def draw(t, reuse):
-        return eg.pair_noise(0, t, eg.Config(population=4, noise_reuse=reuse), 0, (8, 8),
-                             np.arange(2), np)[0]
+        return eg.direction_noise(0, t, eg.Config(population=4, noise_reuse=reuse), 0, (8, 8),
+                                  np.arange(2), np)[0]
     a, b, c, d, e = draw(0, 2), draw(1, 2), draw(2, 2), draw(9, 0), draw(0, 0)
     np.testing.assert_array_equal(a, b)
     assert (a != c).any()
@@ -90,8 +109,8 @@ def test_noise_depends_on_epoch_via_noise_reuse():
 def test_z_equals_sum_of_materialised_outer_products(xp, rank):
     """Z = (diag(F) A)^T B through the exact int GEMM == sum_k F_k A_k B_k^T, bit for bit."""
     cfg = eg.Config(population=2 * 300, rank=rank)
-    A, B = eg.pair_noise(7, 0, cfg, 3, (20, 12), xp.arange(300), xp)
-    v = eg.pair_noise(7, 0, cfg, 4, (9,), xp.arange(300), xp)
+    A, B = eg.direction_noise(7, 0, cfg, 3, (20, 12), xp.arange(300), xp)
+    v = eg.direction_noise(7, 0, cfg, 4, (9,), xp.arange(300), xp)
     noise = {"w": (A, B), "v": v}
     source = lambda name, pairs: (tuple(f[pairs] for f in noise[name]) if name == "w"  # noqa
                                   else noise[name][pairs])
@@ -139,7 +158,7 @@ def test_threshold_moves_about_alpha_of_the_weights():
     fitness = np.random.default_rng(1).integers(-3000, 3000, 2 * 2048)       # random members
     for signal in ("sign", "zscore"):
         cfg = eg.Config(population=2 * 2048, signal=signal)
-        F = eg.pair_signal(fitness, cfg)
+        F = eg.direction_signal(fitness, cfg)
         Z = eg.accumulate_z(F, eg.noise_source(1, 0, cfg, mcfg, np), "l0.u_f", cfg)
         for alpha in (0.5, 0.1, 0.01):
             frac = float((np.abs(Z) >= eg.z_threshold(alpha, eg.z_std(Z.shape, cfg))).mean())
@@ -242,26 +261,59 @@ def test_sgd_step_at_max_lr_with_the_largest_z_does_not_overflow():
     np.testing.assert_array_equal(new_w, [[127, -127, 5]])
 
 
-def test_pair_signal_is_the_sign_or_the_z_scored_difference():
+def test_direction_signal_is_the_sign_or_the_z_scored_difference():
     """sign: [1, 0, -1]. zscore by hand: d = [2, 0, -7, 30], sum d^2 = 953, integer rms
     isqrt(953 // 4) = isqrt(238) = 15, F = round half up of 16 d / 15 = [2.13, 0, -7.47, 32]
     -> [2, 0, -7, 32]; a difference beyond 127/16 rms clips at 127."""
     f = np.array([5, 3, -2, -2, 0, 7], np.int64)
-    np.testing.assert_array_equal(eg.pair_signal(f, eg.Config(signal="sign")), [1, 0, -1])
+    np.testing.assert_array_equal(eg.direction_signal(f, eg.Config(signal="sign")), [1, 0, -1])
     f = np.array([2, 0, 0, 0, 0, 7, 30, 0], np.int64)
-    np.testing.assert_array_equal(eg.pair_signal(f, eg.Config()), [2, 0, -7, 32])
+    np.testing.assert_array_equal(eg.direction_signal(f, eg.Config()), [2, 0, -7, 32])
     spread = np.array([1000, 0] + [50, 0] * 99, np.int64)   # rms isqrt(12475) = 111: 144, 7.2
-    F = eg.pair_signal(spread, eg.Config())
+    F = eg.direction_signal(spread, eg.Config())
     assert F[0] == 127 and F.dtype == np.int16 and set(F[1:].tolist()) == {7}
+
+
+def independent_signal_by_hand(f, G, signal):
+    """The group-baseline signal in Python integers: d_i = G f_i - sum of i's group, then
+    sign(d) or round half up of 16 d / isqrt(mean d^2), clipped to +-127."""
+    f = [int(v) for v in f]
+    d = [G * f[i] - sum(f[i - i % G: i - i % G + G]) for i in range(len(f))]
+    if signal == "sign":
+        return [(v > 0) - (v < 0) for v in d]
+    rms = max(1, math.isqrt(sum(v * v for v in d) // len(d)))
+    return [max(-127, min(127, (32 * v + rms) // (2 * rms))) for v in d]
+
+
+@pytest.mark.parametrize("signal", ["sign", "zscore"])
+@pytest.mark.parametrize("G", [2, 4, 16])
+def test_independent_signal_is_each_members_lead_over_its_group(G, signal):
+    """--sampling independent: F from d_i = G f_i - sum_{j in i's group} f_j equals the Python
+    integer reference, for fitnesses of the LM's size (about -2^17 per window) with ties and
+    one outlier that clips (its lead is over 8 rms: it needs N (G - 1) / G > 63 members). A
+    group of equal fitnesses gives F = 0 for all its members."""
+    rng = np.random.default_rng(G)
+    f = -rng.integers(115_000, 125_000, 256).astype(np.int64)
+    f[:G] = -120_000                                                   # one group all tied
+    f[-1] = -1_000                                                     # one far ahead: clips
+    cfg = eg.Config(population=256, group_size=G, sampling="independent", signal=signal)
+    F = eg.direction_signal(f, cfg)
+    assert F.shape == (256,) and F.dtype == (np.int8 if signal == "sign" else np.int16)
+    np.testing.assert_array_equal(F, independent_signal_by_hand(f, G, signal))
+    assert (F[:G] == 0).all()
+    if signal == "zscore":
+        assert F[-1] == 127 and (F != 0).sum() > 128
 
 
 def test_config_validation():
     for bad in (dict(population=7), dict(population=0), dict(population=8, group_size=3),
                 dict(population=8, group_size=6), dict(rank=0), dict(sigma_shift=-1),
                 dict(member_chunk=3), dict(update="adam"), dict(lr=0), dict(lr=eg.MAX_LR * 2),
-                dict(population=2**20, rank=2**11)):
+                dict(population=2**20, rank=2**11), dict(sampling="mirrored"),
+                dict(population=2**20, rank=2**7, sampling="independent")):
         with pytest.raises(ValueError):
             eg.check_config(eg.Config(**bad))
+    eg.check_config(eg.Config(population=2**20, rank=2**7))    # the same, antithetic: 2^26
 
 
 def test_eggroll_step_is_deterministic_and_numpy_equals_cupy(xp):

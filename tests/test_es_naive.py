@@ -166,23 +166,27 @@ TRAIN, VAL = train.split_train_val(train.load_bytes(train.DEFAULT_DATA))
 def use_eggroll_noise(monkeypatch, ecfg):
     """Hand es_naive EGGROLL's noise for the same keys, materialised: E_k = A_k B_k^T (int32) for
     a matrix, a_k * b_k for a vector, with EGGROLL's shift 4 + σ̂ and std(Z) 256 sqrt(P)."""
-    def pair_noise(seed, t, cfg, pid, shape, pairs, xp):
-        nz = eggroll.pair_noise(seed, t, ecfg, pid, shape, pairs, xp)
+    def direction_noise(seed, t, cfg, pid, shape, pairs, xp):
+        nz = eggroll.direction_noise(seed, t, ecfg, pid, shape, pairs, xp)
         return lm.LowRank(nz[0], nz[1], 0).materialise() if len(shape) == 2 else nz
-    monkeypatch.setattr(es_naive, "pair_noise", pair_noise)
+    monkeypatch.setattr(es_naive, "direction_noise", direction_noise)
     monkeypatch.setattr(es_naive, "perturb_shift", eggroll.perturb_shift)
     monkeypatch.setattr(es_naive, "z_std", lambda shape, cfg: eggroll.z_std(shape, ecfg))
 
 
-@pytest.mark.parametrize("update,signal", [("threshold", "sign"), ("sgd", "zscore")])
-def test_materialised_eggroll_noise_gives_eggroll_bit_for_bit(update, signal, monkeypatch):
+@pytest.mark.parametrize("update,signal,sampling", [("threshold", "sign", "antithetic"),
+                                                     ("sgd", "zscore", "antithetic"),
+                                                     ("sgd", "zscore", "independent")])
+def test_materialised_eggroll_noise_gives_eggroll_bit_for_bit(update, signal, sampling,
+                                                              monkeypatch):
     """es_naive handed EGGROLL's noise computes exactly EGGROLL's fitnesses, hidden states,
     weight fractions (sgd) and updated params at steps 0, 1, 2 and 60, with different member
-    chunking on the two sides. Along the way the thresholds ⌊256 z_{1-α/2} √8⌋ are 0, 13, 26,
-    458 (with es_naive's own s = 16 they would be 16x smaller and the updates would differ).
-    Tolerance: none (integers)."""
+    chunking on the two sides, for antithetic pairs and for independent members (the two
+    files implement --sampling the same way). Along the way the thresholds ⌊256 z_{1-α/2} √8⌋
+    are 0, 13, 26, 458 (with es_naive's own s = 16 they would be 16x smaller and the updates
+    would differ). Tolerance: none (integers)."""
     mcfg = lm.ModelConfig(16, 2)
-    schedule = dict(update=update, signal=signal,
+    schedule = dict(update=update, signal=signal, sampling=sampling,
                     alpha_decay=0.015 * eggroll.REFERENCE_STEP / (16 * 16))
     ecfg = eggroll.Config(population=16, group_size=4, rank=1, time_chunk=7, member_chunk=0,
                           **schedule)
@@ -225,7 +229,7 @@ def test_full_rank_noise_is_antithetic_full_rank_and_16_scale():
     normals), member 2k gets +E_k and 2k+1 gets -E_k, and a slice of pairs drawn alone equals
     the same rows of the whole draw."""
     cfg = es_naive.Config(population=8, signal="sign")
-    E = es_naive.pair_noise(0, 3, cfg, 5, (64, 48), np.arange(4), np)      # (4, 64, 48) int8
+    E = es_naive.direction_noise(0, 3, cfg, 5, (64, 48), np.arange(4), np)      # (4, 64, 48) int8
     ranks = [int(np.linalg.matrix_rank(e.astype(np.float64))) for e in E]
     assert ranks == [48] * 4, f"ranks {ranks}"
     assert 15 <= E.std() <= 17 and es_naive.z_std((64, 48), cfg) == 16 * 2, f"std {E.std():.2f}"
@@ -233,7 +237,7 @@ def test_full_rank_noise_is_antithetic_full_rank_and_16_scale():
     np.testing.assert_array_equal(members.E[0::2], E)
     np.testing.assert_array_equal(members.E[1::2], -E)
     assert members.shift == cfg.sigma_shift
-    np.testing.assert_array_equal(es_naive.pair_noise(0, 3, cfg, 5, (64, 48), np.arange(2, 4),
+    np.testing.assert_array_equal(es_naive.direction_noise(0, 3, cfg, 5, (64, 48), np.arange(2, 4),
                                                       np), E[2:])
     assert (E[0] != E[1]).any(), "different pairs must get different noise"
 
@@ -297,7 +301,8 @@ def test_short_lm_run_lowers_val_bits_per_byte():
 @pytest.mark.parametrize("bad", [dict(population=7), dict(population=8, group_size=3),
                                  dict(member_chunk=3), dict(member_chunk=-2), dict(time_chunk=0),
                                  dict(sigma_shift=-1), dict(alpha_decay=-0.1),
-                                 dict(update="adam"), dict(lr=0)])
+                                 dict(update="adam"), dict(lr=0), dict(sampling="mirrored"),
+                                 dict(population=2**27, sampling="independent")])
 def test_check_config_rejects(bad):
     with pytest.raises(ValueError):
         es_naive.check_config(es_naive.Config(**bad))

@@ -8,6 +8,9 @@ code. The digests were recorded before the redesign of issue 18 and hold for the
     checkpoint, and of its sample; the float arrays of Forward-Forward and NoProp (which
     learn in float32 through BLAS) as their largest |value| and four fixed random projections,
     within 1e-4 of that largest value (the tolerance of their NumPy-vs-CuPy test).
+The two `--sampling independent` runs were recorded when that option came (issue 21); the
+test that es_naive handed EGGROLL's noise gives EGGROLL's run bit for bit, and the signal's
+Python-integer reference, check that code independently.
 A GPU run of this file checks the cross-backend claim against the same numbers."""
 import hashlib
 import json

@@ -447,6 +447,17 @@ def test_noise_statistics_match_16_normal():
     np.testing.assert_array_equal(again[0], v[5].astype(np.int8))
 
 
+@pytest.mark.parametrize("n_rows,size", [(2048, 640), (37, 1000), (5, 40_000), (3, 1), (0, 9)])
+def test_blocked_cpu_noise_equals_the_plain_noise(n_rows, size):
+    """noise_int8's in-place blocks (CPU) give noise_int8_plain's numbers bit for bit: blocks
+    that end mid-population, a row longer than a block, one number, no rows."""
+    key = lm.stream_key(9, 8, 7)
+    rows = np.arange(n_rows) * 3 + 11                       # ids need not start at 0
+    a, b = lm.noise_int8(key, rows, size), lm.noise_int8_plain(key, rows, size)
+    assert a.shape == b.shape == (n_rows, size) and a.dtype == b.dtype == np.int8
+    np.testing.assert_array_equal(a, b)
+
+
 def test_noise_is_identical_on_numpy_and_cupy(cupy_or_skip):
     cp = cupy_or_skip
     key = lm.stream_key(123, 45, 6)
