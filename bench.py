@@ -144,7 +144,8 @@ def population_timings(xp, mcfg, N, T, repeat, naive=False, naive_repeat=None,
     timed runs themselves)."""
     params, tokens = population_inputs(mcfg, N, T, xp)
     chunk = min(N, 4096)
-    cfg = eggroll.Config(population=N, group_size=2, time_chunk=min(T, 25), member_chunk=chunk)
+    cfg = eggroll.Config(population=N, group_size=2, time_chunk=min(T, 25), member_chunk=chunk,
+                         sampling="antithetic")                        # the paper's pairs
     state = eggroll.init(params, cfg, mcfg, 0, ONE)
     seqs = tokens[: eggroll.num_sequences(cfg)]
     hidden = lm.zero_hidden(mcfg, N, xp)
@@ -445,7 +446,7 @@ def profile_step(name, D, L, population, seq_len, repeat, member_chunk=None):
     try:
         params = lm.init_params_in_rows(mcfg, 0)
         cfg = method.Config(population=population, group_size=2, time_chunk=seq_len,
-                            update="threshold")
+                            update="threshold", sampling="antithetic")
         if member_chunk is not None:
             cfg = dataclasses.replace(cfg, member_chunk=member_chunk)
         out["member_chunk"] = cfg.member_chunk
@@ -507,7 +508,7 @@ def billion_step_on_device(xp, D=4096, L=5, population=1024, seq_len=16, repeat=
     mcfg = lm.ModelConfig(D, L)
     params = {k: xp.asarray(v) for k, v in lm.init_params_in_rows(mcfg, 0).items()}
     cfg = eggroll.Config(population=population, group_size=2, time_chunk=seq_len,
-                         update="threshold")
+                         update="threshold", sampling="antithetic")
     state = eggroll.init(params, cfg, mcfg, 0, ONE)
     data = train.split_train_val(train.load_bytes(train.DEFAULT_DATA))[0]
     batch = train.TrainStream(data, eggroll.num_sequences(cfg), seq_len, xp).batch(1)
@@ -883,7 +884,8 @@ def step_update(mcfg, population, rank, seq_len, t=0, seed=0):
     members' fitness on step t's windows, the pairs' signs F (eggroll.direction_signal) and
     Z = sum_k F_k A_k B_k^T (eggroll.accumulate_z) per matrix, exactly what eggroll.step
     computes (tests/test_bench.py checks its update against the step's). Returns (F, {name: Z})."""
-    cfg = eggroll.Config(population=population, rank=rank, time_chunk=seq_len)
+    cfg = eggroll.Config(population=population, rank=rank, time_chunk=seq_len, group_size=2,
+                         sampling="antithetic")                        # the paper's pairs
     params = lm.init_params(mcfg, seed)
     data = train.split_train_val(train.load_bytes(train.DEFAULT_DATA))[0]
     tokens, _ = train.TrainStream(data, eggroll.num_sequences(cfg), seq_len).batch(t)

@@ -56,7 +56,8 @@ def test_memory_per_member():
     mem = bench.memory_per_member_bytes(mcfg)
     assert (mem["es_naive"], mem["eggroll"]) == (82_240, 2_432), mem
     for method, cfg in ((es_naive, es_naive.Config(population=4)),
-                        (eggroll, eggroll.Config(population=4))):
+                        (eggroll, eggroll.Config(population=4, group_size=2,
+                                                 sampling="antithetic"))):
         noise = method.noise_source(0, 0, cfg, mcfg, np)
         pert = method.member_perturbation({n: noise(n, slice(0, 2)) for n in
                                            lm.param_shapes(mcfg)}, cfg)
@@ -181,7 +182,8 @@ def test_profile_step_times_a_step_and_counts_its_noise(name):
     assert ph["forward"] + ph["update"] <= row["step_s"]
     assert ph["gemm"] <= ph["forward"] + ph["update"] and ph["member_matmul"] <= ph["forward"]
     method, mcfg = bench.STEP_METHODS[name], lm.ModelConfig(16, 1)
-    cfg = method.Config(population=8, group_size=2, time_chunk=3, update="threshold")
+    cfg = method.Config(population=8, group_size=2, time_chunk=3, update="threshold",
+                        sampling="antithetic")
     params = lm.init_params(mcfg, 0)
     state = method.init(params, cfg, mcfg, 0, ONE)
     tokens = np.random.default_rng(0).integers(0, 256, (4, 4)).astype(np.uint8)
@@ -263,7 +265,7 @@ def test_step_update_is_what_eggroll_step_computes(monkeypatch):
         seen[name] = (F_step, real(F_step, noise, name, cfg))
         return seen[name][1]
     monkeypatch.setattr(eggroll, "accumulate_z", spy)
-    cfg = eggroll.Config(population=N, rank=r, time_chunk=T)
+    cfg = eggroll.Config(population=N, rank=r, time_chunk=T, group_size=2, sampling="antithetic")
     params = lm.init_params(mcfg, 0)
     data = train.split_train_val(train.load_bytes(train.DEFAULT_DATA))[0]
     batch = train.TrainStream(data, eggroll.num_sequences(cfg), T).batch(0)

@@ -10,6 +10,8 @@ import int_rnn_lm as lm
 import train
 from conftest import ONE
 
+PAIRS = dict(sampling="antithetic", group_size=2)   # the paper's antithetic pairs (App. H)
+
 # -----------------------------------------------------------------------------
 # float EGGROLL estimator vs the analytic gradient of a quadratic
 
@@ -62,7 +64,7 @@ def test_member_matmul_is_the_materialised_perturbation():
 
 
 def test_members_of_a_pair_get_opposite_noise():
-    cfg = eg.Config(population=8, rank=2)
+    cfg = eg.Config(population=8, rank=2, **PAIRS)
     pairs = np.arange(4)
     noise = {"w": eg.direction_noise(0, 3, cfg, 5, (6, 4), pairs, np),
              "v": eg.direction_noise(0, 3, cfg, 6, (4,), pairs, np)}
@@ -82,7 +84,7 @@ def test_independent_members_get_their_own_noise():
     are the same draws)."""
     cfg = eg.Config(population=8, rank=2, sampling="independent")
     ks = np.arange(eg.n_directions(cfg))
-    assert len(ks) == 8 and eg.n_directions(eg.Config(population=8)) == 4
+    assert len(ks) == 8 and eg.n_directions(eg.Config(population=8, **PAIRS)) == 4
     noise = {"w": eg.direction_noise(0, 3, cfg, 5, (6, 4), ks, np),
              "v": eg.direction_noise(0, 3, cfg, 6, (4,), ks, np)}
     pert = eg.member_perturbation(noise, cfg)
@@ -90,15 +92,15 @@ def test_independent_members_get_their_own_noise():
     np.testing.assert_array_equal(pert["w"].B, noise["w"][1])
     np.testing.assert_array_equal(pert["v"].E, noise["v"])
     assert len(np.unique(pert["w"].A.reshape(8, -1), axis=0)) == 8, "a member's noise repeats"
-    antithetic = eg.direction_noise(0, 3, eg.Config(population=8, rank=2), 5, (6, 4),
-                                    np.arange(4), np)
+    antithetic = eg.direction_noise(0, 3, eg.Config(population=8, rank=2, **PAIRS), 5,
+                                    (6, 4), np.arange(4), np)
     np.testing.assert_array_equal(antithetic[0], noise["w"][0][:4])
 
 
 def test_noise_depends_on_epoch_via_noise_reuse():
     def draw(t, reuse):
-        return eg.direction_noise(0, t, eg.Config(population=4, noise_reuse=reuse), 0, (8, 8),
-                                  np.arange(2), np)[0]
+        cfg = eg.Config(population=4, noise_reuse=reuse, **PAIRS)
+        return eg.direction_noise(0, t, cfg, 0, (8, 8), np.arange(2), np)[0]
     a, b, c, d, e = draw(0, 2), draw(1, 2), draw(2, 2), draw(9, 0), draw(0, 0)
     np.testing.assert_array_equal(a, b)
     assert (a != c).any()
@@ -108,7 +110,7 @@ def test_noise_depends_on_epoch_via_noise_reuse():
 @pytest.mark.parametrize("rank", [1, 3])
 def test_z_equals_sum_of_materialised_outer_products(xp, rank):
     """Z = (diag(F) A)^T B through the exact int GEMM == sum_k F_k A_k B_k^T, bit for bit."""
-    cfg = eg.Config(population=2 * 300, rank=rank)
+    cfg = eg.Config(population=2 * 300, rank=rank, **PAIRS)
     A, B = eg.direction_noise(7, 0, cfg, 3, (20, 12), xp.arange(300), xp)
     v = eg.direction_noise(7, 0, cfg, 4, (9,), xp.arange(300), xp)
     noise = {"w": (A, B), "v": v}
@@ -133,12 +135,12 @@ def test_alpha_counts_member_tokens(population, seq_len):
     member_tokens = 3_000_000 * population * seq_len
     per_ref = member_tokens / eg.REFERENCE_STEP
     assert eg.alpha_schedule(3_000_000, cfg, seq_len) == pytest.approx(1 / (1 + 0.015 * per_ref))
-    ref = eg.Config(population=2048, group_size=2)
+    ref = eg.Config(population=2048, group_size=2, sampling="antithetic")
     assert eg.alpha_schedule(100, ref, 100) == pytest.approx(1 / (1 + 0.015 * 100))
 
 
 def test_alpha_schedule_and_threshold_values():
-    cfg = eg.Config(population=2048, group_size=2, signal="sign")
+    cfg = eg.Config(population=2048, group_size=2, sampling="antithetic", signal="sign")
     assert eg.alpha_schedule(0, cfg, 100) == 1.0
     assert eg.alpha_schedule(100, cfg, 100) == pytest.approx(1 / 2.5)
     assert eg.alpha_schedule(1000, cfg, 100) == pytest.approx(1 / 16)
@@ -146,10 +148,10 @@ def test_alpha_schedule_and_threshold_values():
     assert std == 256 * 32 and eg.z_threshold(1.0, std) == 0
     # 256 * Phi^-1(0.975) * sqrt(1024) = 256 * 1.9599640 * 32 = 16056.03
     assert eg.z_threshold(0.05, std) == 16056
-    rank2 = eg.Config(population=1024, rank=2, signal="sign")  # sqrt(P r) with P r = 1024
+    rank2 = eg.Config(population=1024, rank=2, signal="sign", **PAIRS)  # sqrt(P r), P r = 1024
     assert eg.z_threshold(0.05, eg.z_std((64, 64), rank2)) == 16056
     assert eg.z_std((64,), rank2) == 256 * math.sqrt(512)      # a vector's noise is rank 1
-    assert eg.z_std((64, 64), eg.Config(population=2048)) == 16 * 256 * 32   # zscore: F rms 16
+    assert eg.z_std((64, 64), eg.Config(population=2048, **PAIRS)) == 16 * 256 * 32  # F rms 16
 
 
 def test_threshold_moves_about_alpha_of_the_weights():
@@ -157,7 +159,7 @@ def test_threshold_moves_about_alpha_of_the_weights():
     mcfg = lm.ModelConfig(64, 1)
     fitness = np.random.default_rng(1).integers(-3000, 3000, 2 * 2048)       # random members
     for signal in ("sign", "zscore"):
-        cfg = eg.Config(population=2 * 2048, signal=signal)
+        cfg = eg.Config(population=2 * 2048, signal=signal, **PAIRS)
         F = eg.direction_signal(fitness, cfg)
         Z = eg.accumulate_z(F, eg.noise_source(1, 0, cfg, mcfg, np), "l0.u_f", cfg)
         for alpha in (0.5, 0.1, 0.01):
@@ -197,7 +199,7 @@ def test_sgd_update_equals_fixed_point_arithmetic_by_hand():
                  "b": rng.integers(-2**15, 2**15, 3).astype(np.int32)}
     noise = {"w": (A, B), "b": v}
     source = lambda name, pairs: noise[name]                      # noqa: E731 -- all pairs
-    cfg = eg.Config(population=2 * P, rank=r, signal="sign")
+    cfg = eg.Config(population=2 * P, rank=r, signal="sign", **PAIRS)
     for eta in (0.9, 3.7, 0.01):
         new, new_state, _ = eg.update(params, {"fraction." + k: f for k, f in fractions.items()},
                                       F, source, eta, dataclasses.replace(cfg, lr=1.0))
@@ -217,7 +219,7 @@ def test_sgd_update_moves_weights_by_eta_standard_deviations_under_random_signs(
     """Under random F, Z / std(Z) ~ N(0, 1): after one step from zero fractions, the weights'
     exact change in q16 (steps 2^16 + fraction) has standard deviation eta (within 5 %)."""
     P = 2048
-    cfg = eg.Config(population=2 * P, signal="sign")
+    cfg = eg.Config(population=2 * P, signal="sign", **PAIRS)
     F = np.random.default_rng(1).choice([-1, 1], P).astype(np.int8)
     Z = eg.accumulate_z(F, eg.noise_source(1, 0, cfg, lm.ModelConfig(64, 1), np), "l0.u_f", cfg)
     for eta in (1.0, 0.2):
@@ -232,7 +234,7 @@ def test_z_beyond_one_int32_gemm_chunk_equals_the_int64_sum():
     per dot product) is cut into chunks and summed in int64: equal to sum_k F_k A_k B_k^T in
     int64, with every F_k = 1 and all noise at one sign so that the sums grow as large as they
     can; and such a config is accepted by check_config."""
-    cfg = eg.Config(population=2 * 200_000, rank=3)
+    cfg = eg.Config(population=2 * 200_000, rank=3, **PAIRS)
     eg.check_config(cfg)
     P, m, n, r = 200_000, 2, 3, 3
     A = np.full((P, m, r), 69, np.int8)
@@ -266,11 +268,12 @@ def test_direction_signal_is_the_sign_or_the_z_scored_difference():
     isqrt(953 // 4) = isqrt(238) = 15, F = round half up of 16 d / 15 = [2.13, 0, -7.47, 32]
     -> [2, 0, -7, 32]; a difference beyond 127/16 rms clips at 127."""
     f = np.array([5, 3, -2, -2, 0, 7], np.int64)
-    np.testing.assert_array_equal(eg.direction_signal(f, eg.Config(signal="sign")), [1, 0, -1])
+    np.testing.assert_array_equal(eg.direction_signal(f, eg.Config(signal="sign", **PAIRS)),
+                                  [1, 0, -1])
     f = np.array([2, 0, 0, 0, 0, 7, 30, 0], np.int64)
-    np.testing.assert_array_equal(eg.direction_signal(f, eg.Config()), [2, 0, -7, 32])
+    np.testing.assert_array_equal(eg.direction_signal(f, eg.Config(**PAIRS)), [2, 0, -7, 32])
     spread = np.array([1000, 0] + [50, 0] * 99, np.int64)   # rms isqrt(12475) = 111: 144, 7.2
-    F = eg.direction_signal(spread, eg.Config())
+    F = eg.direction_signal(spread, eg.Config(**PAIRS))
     assert F[0] == 127 and F.dtype == np.int16 and set(F[1:].tolist()) == {7}
 
 
@@ -313,12 +316,14 @@ def test_config_validation():
                 dict(population=2**20, rank=2**7, sampling="independent")):
         with pytest.raises(ValueError):
             eg.check_config(eg.Config(**bad))
-    eg.check_config(eg.Config(population=2**20, rank=2**7))    # the same, antithetic: 2^26
+    eg.check_config(eg.Config(population=2**20, rank=2**7, **PAIRS))  # antithetic: 2^26
 
 
-def test_eggroll_step_is_deterministic_and_numpy_equals_cupy(xp):
+@pytest.mark.parametrize("sampling", ["independent", "antithetic"])
+def test_eggroll_step_is_deterministic_and_numpy_equals_cupy(xp, sampling):
     """Two runs of 3 steps from one seed are bit-identical; on CuPy they equal NumPy's."""
-    mcfg, cfg = lm.ModelConfig(16, 1), eg.Config(population=16, group_size=4, time_chunk=7)
+    mcfg = lm.ModelConfig(16, 1)
+    cfg = eg.Config(population=16, group_size=4, time_chunk=7, sampling=sampling)
     data = np.frombuffer(train.load_bytes(train.DEFAULT_DATA)[:20000].tobytes(), np.uint8)
 
     def run(xp_):
