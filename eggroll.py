@@ -266,7 +266,7 @@ def update(params, state, F, noise, alpha, cfg):
 
 @dataclass
 class Config:
-    population: int = 2048    # N members per step, even (antithetic pairs 2k, 2k+1)
+    population: int = 1024    # N members per step, even (antithetic pairs 2k, 2k+1)
     group_size: int = 16      # members sharing one data window; even, divides population
     sigma_shift: int = 3      # sigma_hat: perturbation scale sigma = 2^-sigma_hat (H.1)
     alpha_decay: float = 0.015  # alpha = 1 / (1 + alpha_decay M / 204800) after M member-tokens
@@ -282,7 +282,7 @@ class Config:
 
 # train.py's run on each device: its own settings (steps, seq_len, ...) and Config overrides.
 # The CPU run takes about 2 minutes on 2 cores; results/README.md has the runs behind both.
-DEFAULTS = {"cpu": dict(steps=550, seq_len=25, eval_every=50, log_every=10),
+DEFAULTS = {"cpu": dict(steps=1100, seq_len=25, eval_every=100, log_every=20),
             "cuda": dict(steps=1000, seq_len=100, eval_every=25, log_every=5,
                          population=8192, member_chunk=4096)}
 
