@@ -13,7 +13,8 @@ integer value, not value / 16), so rounding the float weights to int8 gives the 
 model's parameters. I(a) = clip(a, -127, 127) is the saturation I8, c_n = 16 isqrt(n):
     y      = emb[x_t]                                                    (T, S, D)
     for l:  n = norm(y; ln1),  (h, s) = GRU(n, s^l),  y = I(y + h)
-            m = norm(y; ln2),  y = I(y + I(I(m mlp1^T / c_D) mlp2^T / c_4D))
+            m = norm(y; ln2),  y = I(y + I(I(m mlp1^T / c_D) mlp2^T / c_kD))   (k = mlp_mult;
+                                                                 k = 0: no such line)
     logits = I(norm(y; ln_out) head^T / c_D)                             (T, S, 256)
     norm(u; w) = I(u w / r),  r = clip(mean_j |u_j|, 1, 127)             (per position)
     GRU step:  f = I(I(n W_f^T / c) + b_f + I(s U_f^T / c)),  gate = f + 127 in [0, 254]
@@ -159,16 +160,19 @@ def gru_forward(w, p, n, s0):
     return {"A_f": A_f, "A_h": A_h, "s": s, "B_f": B_f, "f": f, "fh": fh, "B_h": B_h, "hh": hh}
 
 
-def block_forward(w, p, y, s0):
+def block_forward(w, mcfg, p, y, s0):
     """lm.block's float twin. y (T, S, D), s0 (S, D) -> (y_out (T, S, D), final state (S, D),
     the block's tape)."""
     n, n_r = norm(y, w[p + "ln1"])                       # (T, S, D), (T, S, 1)
     tape = gru_forward(w, p, n, s0)
     y_mid = clip(y + tape["s"][1:])                      # residual: I(y + h)
+    tape.update(y=y, n=n, n_r=n_r, y_mid=y_mid)
+    if not mcfg.mlp_mult:
+        return y_mid, tape["s"][-1], tape
     m, m_r = norm(y_mid, w[p + "ln2"])
-    z = linear(m, w[p + "mlp1"])                         # (T, S, 4D)
+    z = linear(m, w[p + "mlp1"])                         # (T, S, kD)
     o = linear(z, w[p + "mlp2"])                         # (T, S, D)
-    tape.update(y=y, n=n, n_r=n_r, y_mid=y_mid, m=m, m_r=m_r, z=z, o=o)
+    tape.update(m=m, m_r=m_r, z=z, o=o)
     return clip(y_mid + o), tape["s"][-1], tape
 
 
@@ -180,7 +184,7 @@ def twin_forward(w, mcfg, tokens, hidden):
     y = w["emb"][x]                                      # (T, S, D)
     blocks, new_hidden = [], []
     for l in range(mcfg.n_layers):
-        y, s, tape = block_forward(w, f"l{l}.", y, hidden[l])
+        y, s, tape = block_forward(w, mcfg, f"l{l}.", y, hidden[l])
         blocks.append(tape)
         new_hidden.append(s)
     yn, yn_r = norm(y, w["ln_out"])
@@ -229,19 +233,23 @@ def gru_backward(w, p, tape, dh, grads):
     return (dA_f @ w[p + "w_f"] + dA_h @ w[p + "w_h"]) / c
 
 
-def block_backward(w, p, tape, y_out, dy_out, grads):
+def block_backward(w, mcfg, p, tape, y_out, dy_out, grads):
     """dL/dy_out (T, S, D) of the block's output y_out -> dL/dy of its input; its weight
     gradients go into `grads`."""
     D = dy_out.shape[-1]
-    c, c4 = lm.matmul_divisor(D), lm.matmul_divisor(4 * D)
-    d_res = dy_out * inside(y_out)                       # y_out = I(y_mid + o)
-    d_o = d_res * inside(tape["o"])                      # o = I(z mlp2^T / c4)
-    grads[p + "mlp2"] = outer(d_o, tape["z"]) / c4
-    d_z = d_o @ w[p + "mlp2"] / c4 * inside(tape["z"])   # z = I(m mlp1^T / c)
-    grads[p + "mlp1"] = outer(d_z, tape["m"]) / c
-    d_mid, grads[p + "ln2"] = norm_backward(d_z @ w[p + "mlp1"] / c, tape["y_mid"], w[p + "ln2"],
-                                            tape["m"], tape["m_r"])
-    d_mid = (d_res + d_mid) * inside(tape["y_mid"])      # y_mid = I(y + h)
+    if mcfg.mlp_mult:
+        c, ck = lm.matmul_divisor(D), lm.matmul_divisor(mcfg.mlp_mult * D)
+        d_res = dy_out * inside(y_out)                   # y_out = I(y_mid + o)
+        d_o = d_res * inside(tape["o"])                  # o = I(z mlp2^T / ck)
+        grads[p + "mlp2"] = outer(d_o, tape["z"]) / ck
+        d_z = d_o @ w[p + "mlp2"] / ck * inside(tape["z"])   # z = I(m mlp1^T / c)
+        grads[p + "mlp1"] = outer(d_z, tape["m"]) / c
+        d_mid, grads[p + "ln2"] = norm_backward(d_z @ w[p + "mlp1"] / c, tape["y_mid"],
+                                                w[p + "ln2"], tape["m"], tape["m_r"])
+        d_mid = d_res + d_mid
+    else:
+        d_mid = dy_out                                   # y_out = y_mid
+    d_mid = d_mid * inside(tape["y_mid"])                # y_mid = I(y + h)
     d_n = gru_backward(w, p, tape, d_mid, grads)
     dy, grads[p + "ln1"] = norm_backward(d_n, tape["y"], w[p + "ln1"], tape["n"], tape["n_r"])
     return d_mid + dy                                    # y reaches y_mid directly and via n
@@ -268,7 +276,7 @@ def twin_backward(w, mcfg, tape, targets):
     blocks = tape["blocks"]
     for l in reversed(range(mcfg.n_layers)):
         y_out = blocks[l + 1]["y"] if l + 1 < mcfg.n_layers else tape["y"]
-        dy = block_backward(w, f"l{l}.", blocks[l], y_out, dy, grads)
+        dy = block_backward(w, mcfg, f"l{l}.", blocks[l], y_out, dy, grads)
     onehot = (tape["x"].reshape(-1)[:, None] == xp.arange(lm.VOCAB)).astype(dy.dtype)
     grads["emb"] = onehot.T @ dy.reshape(-1, D)          # (256, D) rows of the bytes seen
     return loss, grads
@@ -285,11 +293,12 @@ def loss_and_grads(w, mcfg, tokens, hidden):
 def activation_bytes(mcfg, rows, seq_len, itemsize=4):
     """Bytes of the tape BPTT keeps for one window of rows x seq_len bytes (the arrays of
     twin_forward's tape, float32 by default; the byte indices not counted). Per block and
-    position: y, n, A_f, A_h, B_f, f, f', B_h, h', y_mid, m, o (12 D), z (4 D), the state
-    (D, one more for s_0) and the norms' divisors (2); at the top y, yn (2 D), its divisor and
-    the logits (256)."""
-    D, L, N = mcfg.d_model, mcfg.n_layers, rows * seq_len
-    per_block = N * (16 * D + 2) + (N + rows) * D
+    position: y, n, A_f, A_h, B_f, f, f', B_h, h' (9 D), the state (D, one more for s_0), n's
+    divisor, and with an MLP y_mid, m, o (3 D), z (k D, k = mlp_mult) and m's divisor (without
+    one, y_mid is the next block's y); at the top y, yn (2 D), its divisor and the logits (256)."""
+    D, L, N, k = mcfg.d_model, mcfg.n_layers, rows * seq_len, mcfg.mlp_mult
+    mlp = N * ((3 + k) * D + 1) if k else 0
+    per_block = N * (9 * D + 1) + mlp + (N + rows) * D
     return itemsize * (L * per_block + N * (2 * D + 1 + lm.VOCAB))
 
 # -----------------------------------------------------------------------------

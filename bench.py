@@ -207,13 +207,13 @@ def forward_peak_bytes(mcfg, n_tokens):
     """An upper bound of the memory lm.sequence_logprob allocates for one time chunk of n_tokens
     (rows x time_chunk) positions, with or without member perturbations.
 
-    Per position, the widest layer dominates: the MLP's 4D-wide int32 accumulator, its low-rank
-    correction (int32, or int64 when 4D > 1040) and their sums, with the block's input and norm
-    alive beside them: <= 96 D bytes; the head and the integer log-softmax over 256 logits add
-    <= 4 KiB. The CPU's float32/64 GEMM copies of the weights add <= 40 D^2 (cuBLAS int8 needs
-    none)."""
-    D = mcfg.d_model
-    return n_tokens * (96 * D + 4096) + 40 * D * D
+    Per position, the widest layer dominates: the MLP's kD-wide int32 accumulator (k = mlp_mult,
+    counted as at least 4), its low-rank correction (int32, or int64 when kD > 1040) and their
+    sums, with the block's input and norm alive beside them: <= 24 k D bytes; the head and the
+    integer log-softmax over 256 logits add <= 4 KiB. The CPU's float32/64 GEMM copies of the
+    weights add <= 8 (k + 1) D^2 (cuBLAS int8 needs none)."""
+    D, k = mcfg.d_model, max(4, mcfg.mlp_mult)
+    return n_tokens * (24 * k * D + 4096) + 8 * (k + 1) * D * D
 
 
 def step_peak_bytes(mcfg, cfg, seq_len):
@@ -274,7 +274,7 @@ def median_step(method, cfg, steps, warmup, world=ONE):
     config cfg, after `warmup` steps, and the member-tokens a step scores. Under mpirun every
     rank calls it; the ranks start each step together."""
     run = train.run_defaults(method, "cpu")
-    mcfg = lm.ModelConfig(run["d_model"], run["n_layers"])
+    mcfg = train.model_config(run)
     params = lm.init_params(mcfg, 0, np)
     state = method.init(params, cfg, mcfg, 0, world)
     stream = train.TrainStream(train.split_train_val(train.load_bytes(train.DEFAULT_DATA))[0],
@@ -300,8 +300,7 @@ def split_step_seconds(name, steps):
 
 
 def bench_scaling(steps):
-    gpu_mcfg = lm.ModelConfig(train.RUN_DEFAULTS["cuda"]["d_model"],
-                              train.RUN_DEFAULTS["cuda"]["n_layers"])
+    gpu_mcfg = train.model_config(train.RUN_DEFAULTS["cuda"])
     n_params = lm.count_params(gpu_mcfg)
     rows = []
     for name, method in SPLIT_METHODS.items():
@@ -914,7 +913,7 @@ def claim_full_rank(runs=FULL_RANK_RUNS, mcfg=None, seq_len=None, figure=True):
     the numerical rank against min(P' r, m, n), P' the pairs with F_k != 0 (of N / 2);
     the table and claim_full_rank.png. Returns the rows as dicts."""
     run = train.run_defaults(eggroll, "cpu")
-    mcfg = mcfg or lm.ModelConfig(run["d_model"], run["n_layers"])
+    mcfg = mcfg or train.model_config(run)
     seq_len = seq_len or run["seq_len"]
     print(f"claim full_rank: each member's perturbation has rank r, the update sum_k F_k A_k "
           f"B_k^T has rank min(N r, m, n) (paper §4; with antithetic pairs N r / 2 distinct "
@@ -1045,7 +1044,7 @@ def memory_rows(device):
     x bytes, an EGGROLL step scoring the same member-bytes (population = rows), and an EGGROLL
     step at its own default."""
     run = train.run_defaults(backprop, device)
-    mcfg = lm.ModelConfig(run["d_model"], run["n_layers"])
+    mcfg = train.model_config(run)
     params = lm.init_params(mcfg, 0)
     bcfg = train.default_config(backprop, device)
     S, T = bcfg.rows, run["seq_len"]

@@ -259,20 +259,20 @@ def gru_ff_loss_and_grads(w, n, s, sign, weight, theta):
 def mlp_ff_loss_and_grads(w, m, sign, weight, theta):
     """Local FF loss of one MLP [MLP learner, loss] and its gradients w.r.t. mlp1, mlp2 only.
 
-    w: float mlp1 (4D, D), mlp2 (D, 4D) in int8 units; m (R, D) its normalised input, a
-    constant. Returns (loss, grads, o).
+    w: float mlp1 (kD, D), mlp2 (D, kD) in int8 units (k = mlp_mult); m (R, D) its normalised
+    input, a constant. Returns (loss, grads, o).
 
-    Surrogate: z = I(m W_1^T / c), o = I(z W_2^T / c4), c4 = 16 isqrt(4 D), g = mean_j (o_j/16)^2;
+    Surrogate: z = I(m W_1^T / c), o = I(z W_2^T / c4), c4 = 16 isqrt(k D), g = mean_j (o_j/16)^2;
         do = dg 2 o / (256 D) M(o);  dW_2 = do^T z / c4;  dz = do W_2 / c4 M(z);  dW_1 = dz^T m / c"""
     xp = lm.backend_of(m)
     D = m.shape[1]
-    c, c4 = lm.matmul_divisor(D), lm.matmul_divisor(4 * D)
-    z, m_z = clip_mask(m @ w["mlp1"].T / c)                       # (R, 4D) [MLP learner]
+    c, c4 = lm.matmul_divisor(D), lm.matmul_divisor(w["mlp2"].shape[1])
+    z, m_z = clip_mask(m @ w["mlp1"].T / c)                       # (R, kD) [MLP learner]
     o, m_o = clip_mask(z @ w["mlp2"].T / c4)                      # (R, D)
     g = xp.sum(o * o, axis=1) / (256.0 * D)                       # (R,) mean (o / 16)^2
     loss, dg = ff_objective(g, sign, weight, theta)               # [loss]
     d_o = dg[:, None] * 2.0 * o / (256.0 * D) * m_o               # (R, D)
-    d_z = (d_o @ w["mlp2"]) / c4 * m_z                            # (R, 4D)
+    d_z = (d_o @ w["mlp2"]) / c4 * m_z                            # (R, kD)
     return loss, {"mlp2": d_o.T @ z / c4, "mlp1": d_z.T @ m / c}, o
 
 
@@ -439,6 +439,13 @@ def check_config(cfg):
     if cfg.reservoir and cfg.predictor == "goodness":
         raise ValueError("the reservoir baseline trains only the readout: use --predictor "
                          "readout (the frozen LM's goodness predictor is --lr 0)")
+
+
+def check_model(mcfg):
+    """The MLP is one of each block's two learners."""
+    if not mcfg.mlp_mult:
+        raise ValueError("forward_forward trains each block's GRU and MLP: it needs "
+                         "--mlp_mult >= 1")
 
 
 def num_sequences(cfg):

@@ -14,6 +14,7 @@ The model, per byte x_t, with state s^l for each layer l (all ops saturate to in
     y      = emb[x_t]                                              # (B, D) q4
     for l:  y = I8(y + GRU(norm(y; ln1), s^l))                     # App. G.7-G.8
             y = I8(y + (norm(y; ln2) @ mlp1) @ mlp2)               # D -> 4D -> D, no activation
+    (4 is ModelConfig.mlp_mult; mlp_mult 0, not in the paper, drops this line and ln2, mlp1, mlp2)
     logits = norm(y; ln_out) @ head                                # (B, 256), 1/16-bit units
     u @ M  := I8(floor(u M^T / (16 isqrt(n))))                     # scaled matmul, App. G.4
     norm(u; w) := I8(floor(u * w / max(1, I8(sum|u| / D))))        # L1 "layernorm", App. G.5
@@ -79,6 +80,7 @@ Q_ONE = 1 << Q_BITS  # 1.0 in q4
 class ModelConfig:
     d_model: int = 64   # D: width of the embedding, state and residual stream (multiple of 16)
     n_layers: int = 1   # L: number of GRU+MLP blocks
+    mlp_mult: int = 4   # each block's MLP is D -> mlp_mult D -> D (App. G.8: 4); 0: no MLP
 
 
 def param_shapes(cfg):
@@ -88,8 +90,10 @@ def param_shapes(cfg):
     for i in range(cfg.n_layers):
         p = f"l{i}."
         shapes.update({p + "ln1": (D,), p + "w_f": (D, D), p + "u_f": (D, D), p + "b_f": (D,),
-                       p + "w_h": (D, D), p + "u_h": (D, D), p + "b_h": (D,),
-                       p + "ln2": (D,), p + "mlp1": (4 * D, D), p + "mlp2": (D, 4 * D)})
+                       p + "w_h": (D, D), p + "u_h": (D, D), p + "b_h": (D,)})
+        if cfg.mlp_mult:
+            k = cfg.mlp_mult
+            shapes.update({p + "ln2": (D,), p + "mlp1": (k * D, D), p + "mlp2": (D, k * D)})
     shapes.update({"ln_out": (D,), "head": (VOCAB, D)})
     return shapes
 
@@ -99,6 +103,8 @@ def check_model_config(cfg):
         raise ValueError(f"d_model must be a positive multiple of 16, got {cfg.d_model}")
     if cfg.n_layers < 1:
         raise ValueError(f"n_layers must be >= 1, got {cfg.n_layers}")
+    if cfg.mlp_mult < 0:
+        raise ValueError(f"mlp_mult must be >= 0 (0: no MLP), got {cfg.mlp_mult}")
 
 
 def init_params(cfg, seed, xp=np):
@@ -129,7 +135,8 @@ INIT_STREAM = 0x1417   # the generator key's purpose tag for init_params
 
 
 def count_params(cfg):
-    return sum(math.prod(s) for s in param_shapes(cfg).values())  # = 513 D + L (4 D + 12 D^2)
+    # = 513 D + L (3 D + 4 D^2 + [k > 0] (D + 2 k D^2)) with k = mlp_mult: 513 D + L (4 D + 12 D^2)
+    return sum(math.prod(s) for s in param_shapes(cfg).values())
 
 
 def zero_hidden(cfg, batch, xp=np):
@@ -345,16 +352,18 @@ def gru_scan(params, p, u, s, perturb):
 
 
 def mlp(params, p, u, perturb):
-    """(u @ mlp1) @ mlp2: D -> 4D -> D, no bias, no activation (App. G.8)."""
+    """(u @ mlp1) @ mlp2: D -> mlp_mult D -> D, no bias, no activation (App. G.8)."""
     return linear(params, p + "mlp2", linear(params, p + "mlp1", u, perturb), perturb)
 
 
-def block(params, p, y, s, perturb):
-    """Pre-norm GRU then pre-norm MLP, each with a saturating residual (App. G.8).
-    y (N, T, D) q4, s (N, D) int8 -> (y (N, T, D), new state (N, D) int8)."""
+def block(params, cfg, p, y, s, perturb):
+    """Pre-norm GRU then pre-norm MLP, each with a saturating residual (App. G.8); with
+    mlp_mult 0 the GRU only. y (N, T, D) q4, s (N, D) int8 -> (y (N, T, D), new state (N, D) int8)."""
     h, s = gru_scan(params, p, int_norm(y, vector_param(params, p + "ln1", perturb)), s, perturb)
     y = clip8(y + h)
-    y = clip8(y + mlp(params, p, int_norm(y, vector_param(params, p + "ln2", perturb)), perturb))
+    if cfg.mlp_mult:
+        y = clip8(y + mlp(params, p, int_norm(y, vector_param(params, p + "ln2", perturb)),
+                          perturb))
     return y, s
 
 # -----------------------------------------------------------------------------
@@ -370,7 +379,7 @@ def forward(params, cfg, tokens, hidden, perturb=None, return_activations=False)
     y = embed(params, tokens, perturb)                                   # (N, T, D) q4
     acts, new_hidden = [y], []
     for i in range(cfg.n_layers):
-        y, s = block(params, f"l{i}.", y, hidden[i], perturb)
+        y, s = block(params, cfg, f"l{i}.", y, hidden[i], perturb)
         acts.append(y)
         new_hidden.append(s)
     y = int_norm(y, vector_param(params, "ln_out", perturb))
@@ -776,7 +785,8 @@ def adam_step(params, grads, moments, step, lr, betas=(0.9, 0.999), eps=1e-8, we
 
 def model_table(cfg):
     """Rows for the README's model table."""
-    return [("d_model D", cfg.d_model), ("n_layers L", cfg.n_layers), ("vocab", VOCAB),
+    return [("d_model D", cfg.d_model), ("n_layers L", cfg.n_layers),
+            ("mlp_mult", cfg.mlp_mult), ("vocab", VOCAB),
             ("parameters (int8)", count_params(cfg)),
             ("matmul MACs / byte", sum(math.prod(s) for s in param_shapes(cfg).values()
                                        if len(s) == 2) - VOCAB * cfg.d_model)]

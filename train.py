@@ -12,6 +12,7 @@ A method is a module with (README "The method interface"):
     DEFAULTS  [optional]        {"cpu": {...}, "cuda": {...}}: the run settings and Config
                                 fields the method overrides on each device
     check_config(cfg)           raises ValueError on invalid values
+    check_model(mcfg)  [optional]   raises ValueError if the method cannot train this model
     num_sequences(cfg) -> S     data rows it reads per step
     init(params, cfg, mcfg, seed, world) -> state                   a dict of arrays
     step(params, state, (tokens, reset), t, cfg, mcfg, seed, world) -> (params, state, stats)
@@ -62,15 +63,16 @@ METHODS = ("eggroll", "es_naive", "mezo", "forward_forward", "noprop", "backprop
 
 # the run's own settings on each device; a method's DEFAULTS may override them
 RUN_DEFAULTS = {
-    "cpu": dict(steps=120, d_model=64, n_layers=1, seq_len=100, eval_every=20, log_every=5,
-                val_windows=64, val_len=256),
-    "cuda": dict(steps=1000, d_model=256, n_layers=2, seq_len=100, eval_every=25, log_every=5,
-                 val_windows=256, val_len=512),
+    "cpu": dict(steps=120, d_model=64, n_layers=1, mlp_mult=4, seq_len=100, eval_every=20,
+                log_every=5, val_windows=64, val_len=256),
+    "cuda": dict(steps=1000, d_model=256, n_layers=2, mlp_mult=4, seq_len=100, eval_every=25,
+                 log_every=5, val_windows=256, val_len=512),
 }
 RUN_HELP = {
     "steps": "training steps",
     "d_model": "model width D (multiple of 16)",
     "n_layers": "number of GRU+MLP blocks L",
+    "mlp_mult": "each block's MLP is D -> mlp_mult D -> D (0: no MLP, the GRU only)",
     "seq_len": "bytes per training window; the hidden state carries across windows",
     "eval_every": "evaluate val bits/byte every this many steps",
     "log_every": "print a progress line every this many steps",
@@ -184,7 +186,8 @@ def build_parser(method=None):
     g = p.add_argument_group("the run (the method's defaults per device in brackets)")
     for name, text in RUN_HELP.items():
         cpu, cuda = (run_defaults(method, d)[name] for d in ("cpu", "cuda"))
-        g.add_argument(f"--{name}", type=positive_int, default=None,
+        kind = non_negative_int if name == "mlp_mult" else positive_int
+        g.add_argument(f"--{name}", type=kind, default=None,
                        help=f"{text} (cpu {cpu}, cuda {cuda})" if method else text)
     if method is not None:
         g = p.add_argument_group(f"{method.__name__}.Config")
@@ -257,6 +260,7 @@ def resolve(args, method, device, ckpt):
     if ckpt:
         meta = ckpt["meta"]
         run, values = dict(meta["run"]), dict(meta["method_config"])
+        run.setdefault("mlp_mult", lm.ModelConfig.mlp_mult)   # checkpoints from before the option
         given = given_flags(args, method)
         kept = {**run, **values, "seed": meta["seed"], "data": meta["data"]}
         changed = [k for k, v in given.items() if k not in RESUME_MAY_CHANGE and kept.get(k) != v]
@@ -279,10 +283,22 @@ def resolve(args, method, device, ckpt):
         seed = 0 if args.seed is None else args.seed
         data = os.path.abspath(args.data or DEFAULT_DATA)
     cfg = method.Config(**values)
-    mcfg = lm.ModelConfig(d_model=run["d_model"], n_layers=run["n_layers"])
+    mcfg = model_config(run)
     lm.check_model_config(mcfg)
     method.check_config(cfg)
     return run, mcfg, cfg, seed, data
+
+
+def model_config(run):
+    """The run settings' model."""
+    return lm.ModelConfig(d_model=run["d_model"], n_layers=run["n_layers"],
+                          mlp_mult=run["mlp_mult"])
+
+
+def model_name(mcfg):
+    """D=64 L=1 MLP 4D, or D=64 L=1 no MLP."""
+    mlp = f"MLP {mcfg.mlp_mult}D" if mcfg.mlp_mult else "no MLP"
+    return f"D={mcfg.d_model} L={mcfg.n_layers} {mlp}"
 
 
 def given_flags(args, method):
@@ -816,6 +832,8 @@ def set_up(argv):
         xp = get_backend(args.device)
         device = "cpu" if xp is np else "cuda"
         run, mcfg, cfg, seed, data_path = resolve(args, method, device, ckpt)
+        if hasattr(method, "check_model"):            # a method that needs a part of the model
+            method.check_model(mcfg)
         if splits:
             method.check_split(cfg, world.size)
         data = load_bytes(data_path)
@@ -840,7 +858,7 @@ def set_up(argv):
     lm.set_threads(threads if device == "cpu" else 1)
     r.say(f"backend: {xp.__name__} ({device}) | processes {world.size}"
           f"{f' | threads {threads}' if device == 'cpu' else ''} | method {args.method} | "
-          f"model D={mcfg.d_model} L={mcfg.n_layers} ({lm.count_params(mcfg):,} int8 params)")
+          f"model {model_name(mcfg)} ({lm.count_params(mcfg):,} int8 params)")
     r.say(f"config: {json.dumps(dataclasses.asdict(cfg))}")
     r.say(f"run: {json.dumps(run)}")
     r.say("baselines (val bits/byte): " + ", ".join(f"{k} {v:.3f}" for k, v in
@@ -951,7 +969,7 @@ def finish(r, t):
     with open(os.path.join(r.out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     plot_curve(os.path.join(r.out_dir, "loss.png"), r.rows, r.baselines,
-               f"{r.args.method}, D={r.mcfg.d_model} L={r.mcfg.n_layers}, {r.device}")
+               f"{r.args.method}, {model_name(r.mcfg)}, {r.device}")
     print(f"done: step {t}, val bits/byte {final['val_bpb']} (best {r.best:.5f}), "
           f"{fmt_time(r.elapsed())}; outputs in {r.out_dir}/"
           + ("" if r.run["steps"] else f"; rerun with --steps {t} to repeat this run"))

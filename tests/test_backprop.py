@@ -18,6 +18,7 @@ import train
 from conftest import ONE
 
 TINY = lm.ModelConfig(d_model=16, n_layers=2)
+SHAPES = [TINY, replace(TINY, mlp_mult=2), replace(TINY, mlp_mult=0)]   # the MLP 4D, 2D, none
 
 
 def twin_loss(w, mcfg, tokens, hidden):
@@ -28,13 +29,13 @@ def twin_loss(w, mcfg, tokens, hidden):
     return -float(np.take_along_axis(log2p, y[..., None], axis=-1).mean())
 
 
-def saturating_model(seed=0, rows=3, seq_len=8):
+def saturating_model(seed=0, rows=3, seq_len=8, mcfg=TINY):
     """A tiny float64 model whose clips saturate: the init's matrices and norm gains x 3, off
     the integer grid, biases U(-60, 60), a carried state U(-127, 127), and one byte's embedding
     row near 0 (so that the norm's divisor clip r >= 1 binds there)."""
     rng = np.random.default_rng(seed)
     w = {}
-    for k, v in lm.init_params(TINY, seed).items():
+    for k, v in lm.init_params(mcfg, seed).items():
         v = v.astype(np.float64) + rng.uniform(-0.5, 0.5, v.shape)
         if v.ndim == 2:
             v = np.clip(3 * v, -127, 127)
@@ -45,25 +46,29 @@ def saturating_model(seed=0, rows=3, seq_len=8):
         w[k] = v
     tokens = rng.integers(0, 256, (rows, seq_len + 1)).astype(np.uint8)
     w["emb"][tokens[0, 0]] *= 0.005
-    hidden = rng.uniform(-127, 127, (TINY.n_layers, rows, TINY.d_model))
+    hidden = rng.uniform(-127, 127, (mcfg.n_layers, rows, mcfg.d_model))
     return w, tokens, hidden
 
 
-def test_gradients_match_finite_differences_with_saturation_and_carried_state():
-    """Every parameter's hand gradient vs float64 central differences (h = 1e-4) on 12 random
+@pytest.mark.parametrize("mcfg", SHAPES, ids=["mlp4", "mlp2", "no_mlp"])
+def test_gradients_match_finite_differences_with_saturation_and_carried_state(mcfg):
+    """Every parameter's hand gradient vs float64 central differences (h = 1e-5) on 12 random
     entries of each (emb: rows of bytes in the window), D = 16, L = 2, 3 x 8 bytes from a
     nonzero carried state; every clip that can saturate does somewhere (h and f' cannot: both
-    are convex combinations of values in [-127, 127]), and the norm's divisor clip binds.
-    Max relative error |fd - grad| / max|fd| per parameter measured 5.4e-7 (head: the loss's
-    float64 rounding / h; h = 1e-5 gives 3.6e-6, h = 1e-3 crosses a clip's kink); bound 1e-5."""
-    w, tokens, hidden = saturating_model()
-    _, _, tape = bp.twin_forward(w, TINY, tokens[:, :-1], hidden)
+    are convex combinations of values in [-127, 127]), and the norm's divisor clip binds. The
+    MLP D -> 4D -> D, D -> 2D -> D and none (--mlp_mult 4, 2, 0). Max relative error |fd -
+    grad| / max|fd| per parameter measured 3.6e-6, 2.2e-7, 6.3e-8 (4D: the head, the loss's
+    float64 rounding / h; h = 1e-4 gives 5.4e-7 there but 2.2e-5 for the 2D model's emb, the
+    difference's h^2 curvature term, and h = 1e-3 crosses a clip's kink); bound 1e-5."""
+    w, tokens, hidden = saturating_model(mcfg=mcfg)
+    _, _, tape = bp.twin_forward(w, mcfg, tokens[:, :-1], hidden)
     for l, block in enumerate(tape["blocks"]):
-        for k in ("A_f", "B_f", "f", "A_h", "B_h", "hh", "y_mid", "z", "o"):
+        for k in ("A_f", "B_f", "f", "A_h", "B_h", "hh", "y_mid") + ("z", "o") * (mcfg.mlp_mult > 0):
             assert (~bp.inside(block[k])).any(), f"block {l}: no saturated {k}"
     assert (~bp.inside(tape["logits"])).any() and (tape["blocks"][0]["n_r"] == 1).any()
-    _, grads, _ = bp.loss_and_grads(w, TINY, tokens, hidden)
-    rng, h, errors = np.random.default_rng(1), 1e-4, {}
+    _, grads, _ = bp.loss_and_grads(w, mcfg, tokens, hidden)
+    assert set(grads) == set(w)
+    rng, h, errors = np.random.default_rng(1), 1e-5, {}
     for name, v in w.items():
         idx = [tuple(int(rng.integers(0, n)) for n in v.shape) for _ in range(12)]
         if name == "emb":
@@ -72,9 +77,9 @@ def test_gradients_match_finite_differences_with_saturation_and_carried_state():
         for i in idx:
             old = v[i]
             v[i] = old + h
-            up = twin_loss(w, TINY, tokens, hidden)
+            up = twin_loss(w, mcfg, tokens, hidden)
             v[i] = old - h
-            down = twin_loss(w, TINY, tokens, hidden)
+            down = twin_loss(w, mcfg, tokens, hidden)
             v[i] = old
             fd.append((up - down) / (2 * h))
         fd, g = np.array(fd), np.array([grads[name][i] for i in idx])
@@ -111,19 +116,20 @@ def test_the_state_carries_across_windows_and_the_gradient_stops_at_the_window_s
     assert abs(g_through - g_fixed) > 0.01 * abs(g_fixed), (g_through, g_fixed)
 
 
-def test_twin_with_its_floors_put_back_is_the_integer_model(monkeypatch):
+@pytest.mark.parametrize("mcfg", SHAPES, ids=["mlp4", "mlp2", "no_mlp"])
+def test_twin_with_its_floors_put_back_is_the_integer_model(monkeypatch, mcfg):
     """The twin departs from the integer layers only by the floors it drops: with np.floor put
     back at each `dropped_floor` it gives lm.forward's logits and final state bit for bit (every
     value is then an integer, exact in float64), at the init and on saturating int8 weights,
     each from a random int8 carried state."""
     monkeypatch.setattr(bp, "dropped_floor", np.floor)
-    w_sat, tokens, hidden = saturating_model()
+    w_sat, tokens, hidden = saturating_model(mcfg=mcfg)
     rng = np.random.default_rng(2)
-    for params in (lm.init_params(TINY, 0), {k: bp.quantise(v) for k, v in w_sat.items()}):
+    for params in (lm.init_params(mcfg, 0), {k: bp.quantise(v) for k, v in w_sat.items()}):
         h0 = rng.integers(-127, 128, hidden.shape).astype(np.int8)
-        logits_int, h_int = lm.forward(params, TINY, tokens, h0)
+        logits_int, h_int = lm.forward(params, mcfg, tokens, h0)
         w = {k: v.astype(np.float64) for k, v in params.items()}
-        logits, h, tape = bp.twin_forward(w, TINY, tokens, h0.astype(np.float64))
+        logits, h, tape = bp.twin_forward(w, mcfg, tokens, h0.astype(np.float64))
         np.testing.assert_array_equal(logits.transpose(1, 0, 2), logits_int)
         np.testing.assert_array_equal(h, h_int)
     assert (~bp.inside(tape["blocks"][1]["y_mid"])).any(), "the residual never saturated"
@@ -178,15 +184,15 @@ def test_params_are_the_rounded_masters_and_val_scores_is_the_integer_forward():
 
 def test_activation_bytes_counts_the_tape():
     """activation_bytes is the byte count of the arrays the forward keeps for the backward."""
-    for D, L, rows, T in ((16, 2, 3, 8), (64, 1, 5, 7)):
-        mcfg = lm.ModelConfig(D, L)
+    for D, L, k, rows, T in ((16, 2, 4, 3, 8), (64, 1, 4, 5, 7), (16, 2, 0, 3, 8), (32, 1, 2, 2, 5)):
+        mcfg = lm.ModelConfig(D, L, k)
         w = {k: v.astype(np.float32) for k, v in lm.init_params(mcfg, 0).items()}
         tokens = np.random.default_rng(0).integers(0, 256, (rows, T)).astype(np.uint8)
         _, _, tape = bp.twin_forward(w, mcfg, tokens, np.zeros((L, rows, D), np.float32))
         arrays = [v for b in tape["blocks"] for v in b.values()]
         arrays += [v for k, v in tape.items() if k not in ("x", "blocks")]
         kept = {id(a): a.nbytes for a in arrays}      # y of block l + 1 is y_out of block l
-        assert sum(kept.values()) == bp.activation_bytes(mcfg, rows, T), (D, L)
+        assert sum(kept.values()) == bp.activation_bytes(mcfg, rows, T), (D, L, k)
 
 
 def test_reset_starts_from_zero_and_predict_matches_the_forward_in_chunks():

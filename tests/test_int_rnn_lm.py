@@ -66,8 +66,9 @@ def ref_forward(params, cfg, tokens, hidden, noise=None):
             h_hat = ref_i8(lin(u, p + "w_h") + lin(f_hat, p + "u_h") + P[p + "b_h"])
             s[i] = ref_i8(s[i] + np.floor((f + 127) * (h_hat - s[i]) / 256))
             y = ref_i8(y + s[i])
-            u = ref_norm(y, P[p + "ln2"])
-            y = ref_i8(y + lin(lin(u, p + "mlp1"), p + "mlp2"))
+            if cfg.mlp_mult:                                    # --mlp_mult 0: the GRU only
+                u = ref_norm(y, P[p + "ln2"])
+                y = ref_i8(y + lin(lin(u, p + "mlp1"), p + "mlp2"))
         out.append(lin(ref_norm(y, P["ln_out"]), "head"))
     return np.stack(out, axis=1), s
 
@@ -175,11 +176,13 @@ def test_norm_float32_division_is_exact_for_every_operand_pair(xp):
 
 
 @pytest.mark.parametrize("extreme", [False, True])
-@pytest.mark.parametrize("d_model,n_layers", [(16, 1), (32, 2)])
-def test_forward_matches_float64_reference_exactly(xp, d_model, n_layers, extreme):
+@pytest.mark.parametrize("d_model,n_layers,mlp_mult", [(16, 1, 4), (32, 2, 4), (16, 2, 2),
+                                                       (32, 2, 0)])
+def test_forward_matches_float64_reference_exactly(xp, d_model, n_layers, mlp_mult, extreme):
     """Layer-major integer forward == byte-by-byte float64 reference, logits and state, with
-    random params and with every parameter at +-127 (saturation everywhere, nothing wraps)."""
-    cfg = lm.ModelConfig(d_model, n_layers)
+    random params and with every parameter at +-127 (saturation everywhere, nothing wraps);
+    the MLP D -> 4D -> D, D -> 2D -> D and none."""
+    cfg = lm.ModelConfig(d_model, n_layers, mlp_mult)
     params = random_params(cfg, xp, seed=d_model + n_layers, extreme=extreme)
     rng = np.random.default_rng(7)
     tokens = rng.integers(0, 256, size=(6, 9)).astype(np.uint8)
@@ -495,6 +498,21 @@ def test_same_seed_same_params_and_logits(xp):
         np.testing.assert_array_equal(lm.to_numpy(p1[k]), lm.to_numpy(p2[k]))
     np.testing.assert_array_equal(lm.to_numpy(l1), lm.to_numpy(l2))
     assert (lm.to_numpy(p1["emb"]) != lm.to_numpy(p3["emb"])).mean() > 0.9
+
+
+@pytest.mark.parametrize("D,L,k", [(64, 1, 4), (256, 2, 4), (32, 3, 2), (64, 1, 0), (16, 2, 1)])
+def test_parameter_count_and_names_follow_the_mlp_width(D, L, k):
+    """513 D + L (3 D + 4 D^2 + [k > 0] (D + 2 k D^2)) int8 parameters, counted here from the
+    model's definition; without the MLP no block has ln2, mlp1 or mlp2."""
+    cfg = lm.ModelConfig(D, L, k)
+    shapes = lm.param_shapes(cfg)
+    assert lm.count_params(cfg) == 513 * D + L * (3 * D + 4 * D * D + (k > 0) * (D + 2 * k * D * D))
+    assert all((shapes.get(f"l{i}.mlp1"), shapes.get(f"l{i}.mlp2"), shapes.get(f"l{i}.ln2"))
+               == (((k * D, D), (D, k * D), (D,)) if k else (None, None, None)) for i in range(L))
+    if (D, L, k) == (64, 1, 4):
+        assert lm.count_params(cfg) == 82_240                    # the README's CPU model
+    with pytest.raises(ValueError, match="mlp_mult must be >= 0"):
+        lm.check_model_config(lm.ModelConfig(D, L, -1))
 
 
 def test_init_matches_paper_scheme():

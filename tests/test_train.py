@@ -62,6 +62,9 @@ def load_arrays(path):
     (["--steps", "0"], "must be a positive integer"),
     (["--steps", "-3"], "must be a positive integer"),
     (["--d_model", "20"], "d_model must be a positive multiple of 16"),
+    (["--mlp_mult", "-1"], "argument --mlp_mult: must be a non-negative integer, got -1"),
+    (["--method", "forward_forward", "--mlp_mult", "0"],
+     "forward_forward trains each block's GRU and MLP: it needs --mlp_mult >= 1"),
     (["--data", "/nonexistent/file.txt"], "data file not found: /nonexistent/file.txt"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path):
@@ -390,6 +393,31 @@ def test_threads_do_not_change_the_run(method, tmp_path, monkeypatch):
     for other in ckpts[1:]:
         for k in ckpts[0]:
             np.testing.assert_array_equal(ckpts[0][k], other[k], err_msg=k)
+
+
+@pytest.mark.parametrize("method", ["eggroll", "backprop"])
+def test_a_model_without_mlp_trains_resumes_and_keeps_its_shape(method, tmp_path):
+    """--mlp_mult 0: the checkpoint holds no MLP, a resume takes the shape from the checkpoint
+    (no flag) and continues bit-identically; a checkpoint written before the option existed
+    (no mlp_mult in its meta) resumes as the MLP 4D model it is."""
+    base = TINY + SMALL[method] + ["--method", method, "--eval_every", "2"]
+    assert run(base + ["--mlp_mult", "0", "--steps", "4", "--out", str(tmp_path / "a")]) == 0
+    assert run(base + ["--mlp_mult", "0", "--steps", "2", "--out", str(tmp_path / "b")]) == 0
+    assert run(["--resume", str(tmp_path / "b" / method / "ckpt_last.npz"), "--steps", "4"]) == 0
+    a = load_arrays(tmp_path / "a" / method / "ckpt_last.npz")
+    b = load_arrays(tmp_path / "b" / method / "ckpt_last.npz")
+    assert set(a) == set(b) and not [k for k in a if "mlp" in k or "ln2" in k]
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert run(base + ["--steps", "2", "--out", str(tmp_path / "c")]) == 0
+    ckpt = tmp_path / "c" / method / "ckpt_last.npz"
+    with np.load(ckpt) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    assert meta["run"].pop("mlp_mult") == meta["model"].pop("mlp_mult") == 4
+    np.savez(ckpt, meta=np.array(json.dumps(meta)), **arrays)
+    assert run(["--resume", str(ckpt), "--steps", "3"]) == 0
+    assert "l0.mlp1" in train.load_checkpoint(str(ckpt), np)["params"]
 
 
 def test_sample_from_a_checkpoint(tmp_path, capsysbinary):
