@@ -160,7 +160,7 @@ def population_timings(xp, mcfg, N, T, repeat, naive=False, naive_repeat=None,
     out = {"inference": timer(xp, inference, repeat), "eggroll": timer(xp, egg, repeat),
            "cfg": cfg}
     if naive:
-        ncfg = es_naive.Config(population=N, group_size=2)
+        ncfg = es_naive.Config(population=N, group_size=2, sampling="antithetic")   # pairs
         nstate = es_naive.init(params, ncfg, mcfg, 0, ONE)
         out["es_naive"] = timer(xp, lambda: es_naive.step(params, nstate, (seqs, False), 5,
                                                           ncfg, mcfg, 0, ONE),

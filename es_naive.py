@@ -26,10 +26,11 @@ state App. H.3 leaves to future work, and takes the float code path's SGD step o
     W_q16 <- W_q16 + 2^16 lr alpha_t Z / std(Z),   W = I8(round(W_q16 / 2^16))
 and the forward reads the int8 W. `--signal sign` is H.2's signal; the default (zscore, a
 departure) keeps the size of the pair's difference: F_k = round(16 d_k / rms(d)), d_k = f+ - f-,
-and std(Z) grows by F's rms, 16. `--sampling independent` (a departure) gives every member its
-own E_i instead of a mirrored pair and scores it against the mean fitness of its group, the G
-members that share its data window: F_i from d_i = G f_i - sum_{j in group} f_j, N directions
-a step instead of N/2, with the same forward, update and std(Z) over P = N directions.
+and std(Z) grows by F's rms, 16. The default sampling (independent, a departure) gives every
+member its own E_i instead of a mirrored pair and scores it against the mean fitness of its
+group, the G = 16 members that share its data window: F_i from d_i = G f_i - sum_{j in group}
+f_j, N directions a step instead of N/2, with the same forward, update and std(Z) over P = N
+directions. `--sampling antithetic --group_size 2` is the paper's pairs.
 
 Departures, each also marked at its line:
   * Salimans et al. perturb float weights and rank-shape the fitness (the float demo can do
@@ -249,7 +250,7 @@ def update(params, state, F, noise, alpha, cfg):
 @dataclass
 class Config:
     population: int = 128     # N members per step, even (antithetic pairs 2k, 2k+1)
-    group_size: int = 2       # members sharing one data window; even, divides population
+    group_size: int = 16      # members sharing one data window; even, divides population
     sigma_shift: int = 3      # sigma_hat: perturbation scale sigma = 2^-sigma_hat (H.1)
     alpha_decay: float = 0.24   # alpha = 1 / (1 + alpha_decay M / 204800) after M member-tokens
     update: Literal["sgd", "threshold"] = "sgd"  # sgd: lr alpha Z / std(Z) into 16-bit fractions; threshold: H.3
@@ -258,7 +259,7 @@ class Config:
     time_chunk: int = 25      # bytes per forward chunk (memory bound; results do not depend on it)
     member_chunk: int = 64    # members per chunk, even, 0 = all (bounds a step's memory)
     signal: Literal["zscore", "sign"] = "zscore"  # F_k: the z-scored difference, or sign (H.2)
-    sampling: Literal["antithetic", "independent"] = "antithetic"  # +-E_k pairs, or E_k per member
+    sampling: Literal["antithetic", "independent"] = "independent"  # +-E_k pairs, or E_k per member
 
 
 # train.py's run on each device: its own settings (steps, seq_len, ...) and Config overrides.

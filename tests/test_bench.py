@@ -55,7 +55,8 @@ def test_memory_per_member():
     mcfg = lm.ModelConfig(64, 1)
     mem = bench.memory_per_member_bytes(mcfg)
     assert (mem["es_naive"], mem["eggroll"]) == (82_240, 2_432), mem
-    for method, cfg in ((es_naive, es_naive.Config(population=4)),
+    for method, cfg in ((es_naive, es_naive.Config(population=4, group_size=2,
+                                                   sampling="antithetic")),
                         (eggroll, eggroll.Config(population=4, group_size=2,
                                                  sampling="antithetic"))):
         noise = method.noise_source(0, 0, cfg, mcfg, np)

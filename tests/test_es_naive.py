@@ -228,7 +228,7 @@ def test_full_rank_noise_is_antithetic_full_rank_and_16_scale():
     """Every pair's E_k (64 x 48) has full rank 48 (EGGROLL's: 1) and std 16 ± 1 (int8 q4
     normals), member 2k gets +E_k and 2k+1 gets -E_k, and a slice of pairs drawn alone equals
     the same rows of the whole draw."""
-    cfg = es_naive.Config(population=8, signal="sign")
+    cfg = es_naive.Config(population=8, group_size=2, signal="sign", sampling="antithetic")
     E = es_naive.direction_noise(0, 3, cfg, 5, (64, 48), np.arange(4), np)      # (4, 64, 48) int8
     ranks = [int(np.linalg.matrix_rank(e.astype(np.float64))) for e in E]
     assert ranks == [48] * 4, f"ranks {ranks}"
@@ -245,7 +245,8 @@ def test_full_rank_noise_is_antithetic_full_rank_and_16_scale():
 def test_threshold_moves_about_alpha_of_the_weights_with_int8_noise():
     """Under random signs F (P = 1024 pairs), the fraction of |Z| >= the threshold is alpha
     within 25 % + 0.003, with std(Z) = 16 sqrt(P) (the same z-test EGGROLL runs with 256)."""
-    cfg = es_naive.Config(population=2048, member_chunk=512, signal="sign")
+    cfg = es_naive.Config(population=2048, group_size=2, member_chunk=512, signal="sign",
+                          sampling="antithetic")
     mcfg = lm.ModelConfig(16, 1)
     noise = es_naive.noise_source(1, 0, cfg, mcfg, np)
     F = np.random.default_rng(1).choice([-1, 1], 1024).astype(np.int8)
