@@ -252,7 +252,7 @@ class Config:
     population: int = 128     # N members per step, even (antithetic pairs 2k, 2k+1)
     group_size: int = 16      # members sharing one data window; even, divides population
     sigma_shift: int = 3      # sigma_hat: perturbation scale sigma = 2^-sigma_hat (H.1)
-    alpha_decay: float = 0.24   # alpha = 1 / (1 + alpha_decay M / 204800) after M member-tokens
+    alpha_decay: float = 0.06   # alpha = 1 / (1 + alpha_decay M / 204800) after M member-tokens
     update: Literal["sgd", "threshold"] = "sgd"  # sgd: lr alpha Z / std(Z) into 16-bit fractions; threshold: H.3
     lr: float = 1.0           # sgd: int8 weight units per standard deviation of Z, times alpha
     noise_reuse: int = 1      # steps sharing one noise draw (0: the same noise every step)
