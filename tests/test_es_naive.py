@@ -312,9 +312,10 @@ def test_check_config_rejects(bad):
 def test_naive_es_and_eggroll_share_their_estimator_defaults():
     """The two ES files differ in the noise, not in the estimator: the same sampling, groups,
     signal, update, σ̂ and lr by default (population, α decay and chunking are each method's,
-    sized for its cost per member)."""
+    sized for its cost per member); naive ES's defaults on either device pass its own checks."""
     shared = ("sampling", "group_size", "signal", "update", "sigma_shift", "lr", "noise_reuse",
               "time_chunk")
     naive, egg = es_naive.Config(), eggroll.Config()
     assert {k: getattr(naive, k) for k in shared} == {k: getattr(egg, k) for k in shared}
-    assert naive.population % naive.group_size == 0
+    for device in ("cpu", "cuda"):
+        es_naive.check_config(train.default_config(es_naive, device))
