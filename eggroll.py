@@ -245,20 +245,23 @@ def sgd_step(w, fraction, Z, eta, std):
 
 
 def update(params, state, F, noise, alpha, cfg):
-    """H.3 for every parameter, one at a time (one Z alive at once). Returns the new params,
-    the new state (the sgd update's fractions) and the fraction of the weights that moved."""
-    new, state = dict(params), dict(state)
-    moved, total = 0, 0
-    for name, w in params.items():
-        Z = accumulate_z(F, noise, name, cfg)                             # int64, w's shape
+    """H.3 for every parameter, each on its own (on the CPU the threads of lm.set_threads take
+    them in turn, one Z alive per thread). Returns the new params, the new state (the sgd
+    update's fractions) and the fraction of the weights that moved."""
+    def one(name):                                     # -> (new weight, new fraction or None)
+        w, Z = params[name], accumulate_z(F, noise, name, cfg)            # Z int64, w's shape
         if cfg.update == "sgd":
-            new[name], state["fraction." + name] = sgd_step(
-                w, state["fraction." + name], Z, cfg.lr * alpha, z_std(w.shape, cfg))
-        else:
-            new[name] = threshold_step(w, Z, z_threshold(alpha, z_std(w.shape, cfg)))
-        moved = moved + (new[name] != w).sum()
+            return sgd_step(w, state["fraction." + name], Z, cfg.lr * alpha, z_std(w.shape, cfg))
+        return threshold_step(w, Z, z_threshold(alpha, z_std(w.shape, cfg))), None
+    new, new_state = dict(params), dict(state)
+    moved, total = 0, 0
+    for name, (w, fraction) in zip(params, lm.thread_map(one, params)):
+        new[name] = w
+        if fraction is not None:
+            new_state["fraction." + name] = fraction
+        moved = moved + (w != params[name]).sum()
         total += w.size
-    return new, state, moved / total
+    return new, new_state, moved / total
 
 # -----------------------------------------------------------------------------
 # the method interface train.py calls (README "The method interface")

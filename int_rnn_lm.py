@@ -707,6 +707,16 @@ def set_threads(k):
     _THREAD_COUNT, _THREADS = k, (concurrent.futures.ThreadPoolExecutor(k) if k > 1 else None)
 
 
+def thread_map(fn, items):
+    """[fn(x) for x in items], the items taken by set_threads' threads on the CPU (NumPy
+    releases the GIL inside its array loops). Results come back in items' order and fn must
+    not depend on the others' results, so no result depends on the thread count."""
+    items = list(items)
+    if _THREADS is None or len(items) < 2:
+        return [fn(x) for x in items]
+    return list(_THREADS.map(fn, items))
+
+
 def population_logprob(params, cfg, tokens, hidden, perturb=None, time_chunk=32):
     """sequence_logprob, bit for bit; on the CPU the N rows run in pieces of at most ROW_PIECE
     rows, taken by the threads of set_threads. tokens (N, T + 1) -> (N,) int64, final hidden."""

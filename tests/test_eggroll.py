@@ -215,6 +215,34 @@ def test_sgd_update_equals_fixed_point_arithmetic_by_hand():
         assert new["w"].dtype == np.int8 and new_fractions["w"].dtype == np.int32
 
 
+@pytest.mark.parametrize("update", ["sgd", "threshold"])
+def test_update_is_independent_of_threads(update):
+    """The update's parameters taken by 1, 2 or 3 CPU threads (lm.thread_map): the same new
+    weights, fractions and moved fraction, for EGGROLL's and naive ES's update."""
+    import es_naive
+    mcfg = lm.ModelConfig(32, 1)
+    params = lm.init_params(mcfg, 0)
+    for method in (eg, es_naive):
+        cfg = method.Config(population=64, update=update)
+        F = np.random.default_rng(2).integers(-127, 128, method.n_directions(cfg)).astype(np.int16)
+        state = method.init(params, cfg, mcfg, 0, train.OneProcess())
+        noise = method.noise_source(5, 3, cfg, mcfg, np)
+        results = []
+        try:
+            for k in (1, 2, 3):
+                lm.set_threads(k)
+                results.append(method.update(params, state, F, noise, 0.7, cfg))
+        finally:
+            lm.set_threads(1)
+        for new, new_state, moved in results[1:]:
+            assert moved == results[0][2] and 0 < moved
+            for name in params:
+                np.testing.assert_array_equal(new[name], results[0][0][name], err_msg=name)
+            for name in new_state:
+                if name.startswith("fraction."):
+                    np.testing.assert_array_equal(new_state[name], results[0][1][name])
+
+
 def test_sgd_update_moves_weights_by_eta_standard_deviations_under_random_signs():
     """Under random F, Z / std(Z) ~ N(0, 1): after one step from zero fractions, the weights'
     exact change in q16 (steps 2^16 + fraction) has standard deviation eta (within 5 %)."""
