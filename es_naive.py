@@ -252,7 +252,7 @@ def update(params, state, F, noise, alpha, cfg):
 
 @dataclass
 class Config:
-    population: int = 128     # N members per step, even (antithetic pairs 2k, 2k+1)
+    population: int = 128     # N members per step, even (with antithetic sampling: pairs 2k, 2k+1)
     group_size: int = 16      # members sharing one data window; even, divides population
     sigma_shift: int = 3      # sigma_hat: perturbation scale sigma = 2^-sigma_hat (H.1)
     alpha_decay: float = 0.06   # alpha = 1 / (1 + alpha_decay M / 204800) after M member-tokens
