@@ -7,9 +7,10 @@ each run alone on the machine, one after the other; then the table and the figur
 
 Each run is `python train.py --method M --budget_s B --seed S --out results/runs/<B>s_seed<S>`
 (the methods' defaults, nothing else on the command line) in a fresh process, and EGGROLL also
-at --long (30 minutes) for the issue's long target; a run whose
-summary.json exists is kept (delete the folder to redo it). The table (results/table.md) gives,
-per method, the median over the seeds of: val bits/byte at each budget; the wall-clock seconds
+at --long (30 minutes) for the issue's long target; a run whose summary.json exists is kept
+(delete the folder to redo it; a run from another commit is named as it is kept). With
+--methods the table of those rows goes to results/runs/table.md and the figures are not drawn,
+so results/table.md keeps the other rows. The table (results/table.md) gives, per method, the median over the seeds of: val bits/byte at each budget; the wall-clock seconds
 and the member-tokens (bytes scored, summed over members) at the first evaluation at or below
 4.5, 4.0 and 3.6 bits/byte in the longest budget, and their ratio to backprop's; member-tokens/s;
 peak memory. The figures (results/cpu_compare*.png) show seed 0's curves with the EGGROLL
@@ -47,7 +48,13 @@ def run_dir(budget, seed, label):
 def run(label, method, flags, budget, seed):
     """One training run in its own process, unless its summary.json exists."""
     out = run_dir(budget, seed, label)
-    if os.path.exists(os.path.join(out, method, "summary.json")):
+    summary = os.path.join(out, method, "summary.json")
+    if os.path.exists(summary):
+        with open(summary) as f:
+            made, now = json.load(f)["commit"], train.provenance()["commit"]
+        if made != now:   # kept all the same: a notebook-only commit changes no number
+            print(f"kept {os.path.relpath(summary, ROOT)} from commit {made} (this checkout: "
+                  f"{now}); delete its folder to measure it again", flush=True)
         return
     cmd = [sys.executable, "train.py", "--method", method, "--budget_s", str(budget),
            "--seed", str(seed), "--out", out, "--overwrite"] + flags
@@ -219,9 +226,16 @@ def main():
         for seed in seeds if args.long and (not wanted or "eggroll" in wanted) else []:
             run("EGGROLL", "eggroll", [], args.long, seed)
     text = table(budgets, seeds, args.long or None)
+    print(text)
+    if wanted:   # some rows only: results/table.md and the figures keep every row's runs
+        path = os.path.join(RUNS, "table.md")
+        with open(path, "w") as f:
+            f.write(text + "\n")
+        print(f"(--methods: written to {os.path.relpath(path, ROOT)}, not results/table.md; "
+              f"merge its rows by hand)")
+        return
     with open(os.path.join(HERE, "table.md"), "w") as f:
         f.write(text + "\n")
-    print(text)
     for budget in budgets:
         name = "cpu_compare.png" if budget == min(budgets) else f"cpu_compare_{budget // 60}min.png"
         figure(budget, seeds[0], os.path.join(HERE, name))
