@@ -495,9 +495,10 @@ class LowRank:
         """Embedding rows: E_i[t] >> shift = (A_i[t] . B_i) >> shift. tokens (N, T) -> (N, T, n)."""
         xp = backend_of(tokens)
         a_rows = self.A[xp.arange(len(tokens))[:, None], tokens.astype(xp.int64)]  # (N, T, r)
+        it = xp.int32 if self.A.shape[-1] * 127**2 < 2**31 else xp.int64   # r terms of <= 127^2
         out = 0
-        for q in range(self.A.shape[-1]):       # int32: r 127^2 < 2^31 for any r check_config allows
-            out = out + wide(a_rows[..., q, None]) * self.B[:, None, :, q]
+        for q in range(self.A.shape[-1]):
+            out = out + a_rows[..., q, None].astype(it) * self.B[:, None, :, q]
         return out >> self.shift
 
     def materialise(self):
