@@ -731,10 +731,8 @@ def population_logprob(params, cfg, tokens, hidden, perturb=None, time_chunk=32)
     pieces = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
     args = [(params, cfg, tokens[r], hidden[:, r], select_members(perturb, r), time_chunk)
             for r in pieces]
-    if k < 2:
-        done = [sequence_logprob(*a) for a in args]
-    else:
-        done = [job.result() for job in [_THREADS.submit(sequence_logprob, *a) for a in args]]
+    done = ([sequence_logprob(*a) for a in args] if k < 2
+            else thread_map(lambda a: sequence_logprob(*a), args))
     return xp.concatenate([f for f, _ in done]), xp.concatenate([h for _, h in done], axis=1)
 
 # -----------------------------------------------------------------------------
