@@ -10,8 +10,9 @@ Each run is `python train.py --method M --budget_s B --seed S --out results/runs
 at --long (30 minutes) for the issue's long target; a run whose summary.json exists is kept
 (delete the folder to redo it; a run from another commit is named as it is kept). With
 --methods the table of those rows goes to results/runs/table.md and the figures are not drawn,
-so results/table.md keeps the other rows. The table (results/table.md) gives, per method, the median over the seeds of: val bits/byte at each budget; the wall-clock seconds
-and the member-tokens (bytes scored, summed over members) at the first evaluation at or below
+so results/table.md keeps the other rows. The table (results/table.md) gives, per method, the
+median over the seeds of: val bits/byte at each budget; the wall-clock seconds and the
+member-tokens (bytes scored, summed over members) at the first evaluation at or below
 4.5, 4.0 and 3.6 bits/byte in the longest budget, and their ratio to backprop's; member-tokens/s;
 peak memory. The figures (results/cpu_compare*.png) show seed 0's curves with the EGGROLL
 authors' trainer (results/nano_egg_cpu.csv) and the n-gram lines.
@@ -45,16 +46,17 @@ def run_dir(budget, seed, label):
     return os.path.join(RUNS, f"{budget}s_seed{seed}{tag}")
 
 
-def run(label, method, flags, budget, seed):
-    """One training run in its own process, unless its summary.json exists."""
+def run(label, method, flags, budget, seed, commit):
+    """One training run in its own process, unless its summary.json exists (named if it comes
+    from another commit than `commit`, this checkout's)."""
     out = run_dir(budget, seed, label)
     summary = os.path.join(out, method, "summary.json")
     if os.path.exists(summary):
         with open(summary) as f:
-            made, now = json.load(f)["commit"], train.provenance()["commit"]
-        if made != now:   # kept all the same: a notebook-only commit changes no number
+            made = json.load(f)["commit"]
+        if made != commit:   # kept all the same: a notebook-only commit changes no number
             print(f"kept {os.path.relpath(summary, ROOT)} from commit {made} (this checkout: "
-                  f"{now}); delete its folder to measure it again", flush=True)
+                  f"{commit}); delete its folder to measure it again", flush=True)
         return
     cmd = [sys.executable, "train.py", "--method", method, "--budget_s", str(budget),
            "--seed", str(seed), "--out", out, "--overwrite"] + flags
@@ -218,13 +220,14 @@ def main():
     seeds = [int(s) for s in args.seeds.split(",")]
     wanted = set(filter(None, args.methods.split(",")))
     if not args.table_only:
+        commit = train.provenance()["commit"]
         for budget in budgets:
             for seed in seeds:
                 for label, method, flags in ROWS:
                     if not wanted or method in wanted:
-                        run(label, method, flags, budget, seed)
+                        run(label, method, flags, budget, seed, commit)
         for seed in seeds if args.long and (not wanted or "eggroll" in wanted) else []:
-            run("EGGROLL", "eggroll", [], args.long, seed)
+            run("EGGROLL", "eggroll", [], args.long, seed, commit)
     text = table(budgets, seeds, args.long or None)
     print(text)
     if wanted:   # some rows only: results/table.md and the figures keep every row's runs
