@@ -40,7 +40,7 @@ Departures from the paper's reference code (nano-egg run.py), each marked at its
 
 Reading order: number format, parameters, the two integer matmuls, the layers, the forward,
 the log-likelihood, the perturbation hooks, the noise, evaluation and sampling. The end of the
-file holds what only speed needs (the CPU's row pieces and threads) and the model table.
+file holds what only speed needs (the CPU's pieces, threads and time loop) and the model table.
 
 Run `python int_rnn_lm.py` to print the model table and a sample from an untrained model.
 """
@@ -330,7 +330,8 @@ def int_norm(u, w):
 
 def gru_scan(params, p, u, s, perturb):
     """minGRU without activations (App. G.7) over a window. u (N, T, D) q4, s (N, D) int8
-    state -> (h (N, T, D) per-step outputs = states, final state (N, D) int8)."""
+    state -> (h (N, T, D) per-step outputs = states, final state (N, D) int8). On the CPU
+    block runs gru_scan_cpu (end of file): these integers with fewer NumPy calls per byte."""
     xp = backend_of(u)
     wf_u = linear(params, p + "w_f", u, perturb) + vector_param(params, p + "b_f", perturb)
     wh_u = linear(params, p + "w_h", u, perturb) + vector_param(params, p + "b_h", perturb)
@@ -359,7 +360,8 @@ def mlp(params, p, u, perturb):
 def block(params, cfg, p, y, s, perturb):
     """Pre-norm GRU then pre-norm MLP, each with a saturating residual (App. G.8); with
     mlp_mult 0 the GRU only. y (N, T, D) q4, s (N, D) int8 -> (y (N, T, D), new state (N, D) int8)."""
-    h, s = gru_scan(params, p, int_norm(y, vector_param(params, p + "ln1", perturb)), s, perturb)
+    scan = gru_scan_cpu if backend_of(y) is np else gru_scan   # the same integers (end of file)
+    h, s = scan(params, p, int_norm(y, vector_param(params, p + "ln1", perturb)), s, perturb)
     y = clip8(y + h)
     if cfg.mlp_mult:
         y = clip8(y + mlp(params, p, int_norm(y, vector_param(params, p + "ln2", perturb)),
@@ -695,8 +697,10 @@ def sample(predict, hidden, prompt, n_bytes, seed, temperature=1.0):
 # speed only: on the CPU a population's rows go through the forward in cache-sized pieces, and
 # k threads take the pieces (NumPy releases the GIL inside its array loops). Rows never
 # interact, so the result is sequence_logprob's for any split (tests/test_int_rnn_lm.py).
+# The GRU's time loop has its CPU version here too, gru_scan_cpu, tested equal to gru_scan.
 
-ROW_PIECE = 256             # rows per forward call on the CPU: its logits stay near the caches
+ROW_PIECE = 512             # rows x TIME_PIECE bytes per forward call on the CPU: its big
+TIME_PIECE = 9              # arrays (the logits: 512 x 9 x 256 int32) stay near the caches
 MIN_ROWS_PER_THREAD = 32    # below this, the Python between NumPy calls (GIL) dominates
 _THREAD_COUNT, _THREADS = 1, None   # set_threads(k > 1): k and a ThreadPoolExecutor of k
 
@@ -720,8 +724,11 @@ def thread_map(fn, items):
 
 def population_logprob(params, cfg, tokens, hidden, perturb=None, time_chunk=32):
     """sequence_logprob, bit for bit; on the CPU the N rows run in pieces of at most ROW_PIECE
-    rows, taken by the threads of set_threads. tokens (N, T + 1) -> (N,) int64, final hidden."""
+    rows and TIME_PIECE bytes, taken by the threads of set_threads. tokens (N, T + 1) -> (N,)
+    int64, final hidden."""
     xp = backend_of(tokens)
+    if xp is np:
+        time_chunk = min(time_chunk, TIME_PIECE)
     N = tokens.shape[0]
     k = min(_THREAD_COUNT, N // MIN_ROWS_PER_THREAD)
     n_pieces = max(k, -(-N // ROW_PIECE))
@@ -734,6 +741,89 @@ def population_logprob(params, cfg, tokens, hidden, perturb=None, time_chunk=32)
     done = ([sequence_logprob(*a) for a in args] if k < 2
             else thread_map(lambda a: sequence_logprob(*a), args))
     return xp.concatenate([f for f, _ in done]), xp.concatenate([h for _, h in done], axis=1)
+
+
+def gru_scan_cpu(params, p, u, s, perturb):
+    """gru_scan, bit for bit, with about a third of its NumPy calls per byte: on the CPU the
+    time loop's arrays are small (N x D) and the cost is the calls, not the arithmetic. Once
+    per window the recurrent weights go to float32 (transposed) and each member's low-rank
+    factors to contiguous int32 columns; the state stays 2-D and every step writes in place.
+    Where a shortcut does not apply (naive ES's Full noise, int64 ranks) it is gru_scan."""
+    ops = [recurrent_operands(params, p + name, perturb) for name in ("u_f", "u_h")]
+    if None in ops:
+        return gru_scan(params, p, u, s, perturb)
+    N, T, D = u.shape
+    wf_u, wh_u = (time_major(linear(params, p + w, u, perturb)
+                             + vector_param(params, p + b, perturb))
+                  for w, b in (("w_f", "b_f"), ("w_h", "b_h")))          # (T, N, D) int32
+    states = np.empty((T, N, D), dtype=np.int32)                          # q4, the outputs
+    s = wide(s)                                                           # (N, D) q4
+    f, h, scratch = (np.empty((N, D), dtype=np.int32) for _ in range(3))
+    for t in range(T):
+        recurrent_linear(s, ops[0], f, scratch)                           # s @ U_f
+        f += wf_u[t]
+        np.clip(f, I8_LO, I8_HI, out=f)                                   # f = I8(uW_f+sU_f+b_f)
+        f += 127                                                          # the gate, [0, 254]
+        np.multiply(f, s, out=h)
+        h >>= 8                                                           # f' = (gate s) >> 8
+        recurrent_linear(h, ops[1], h, scratch)                           # f' @ U_h
+        h += wh_u[t]
+        np.clip(h, I8_LO, I8_HI, out=h)                                   # h' = I8(...)
+        h -= s
+        h *= f
+        h >>= 8                                                           # (gate (h' - s)) >> 8
+        np.add(s, h, out=states[t])                                       # the new state
+        s = states[t]
+    return states.transpose(1, 0, 2), s.astype(np.int8)                   # (N, T, D), (N, D)
+
+
+def time_major(x):
+    """(N, T, D) -> contiguous (T, N, D) int32: each time step's rows in one block."""
+    return np.ascontiguousarray(x.transpose(1, 0, 2), dtype=np.int32)
+
+
+def recurrent_operands(params, name, perturb):
+    """What recurrent_linear needs of matrix `name`, prepared once per window: (W^T float32,
+    [A_q int32 (N, m)], [B_q int32 (N, n)], shift, divisor), or None where the member's noise
+    is not a LowRank with an int32 matmul_delta (there gru_scan_cpu is gru_scan)."""
+    w = params[name]
+    wt = np.ascontiguousarray(w.astype(np.float32).T)                      # (n, m), exact
+    pert = perturb.get(name) if perturb else None
+    if pert is None:
+        return wt, [], [], 0, matmul_divisor(w.shape[1])
+    if not isinstance(pert, LowRank):
+        return None
+    n, r = pert.B.shape[1], pert.B.shape[2]
+    if not (n * r * 127**3 < 2**31 and n * 127**2 + (n * r * 127**3 >> pert.shift) < 2**31):
+        return None                                                        # matmul_delta: int64
+    a = [np.ascontiguousarray(pert.A[:, :, q], dtype=np.int32) for q in range(r)]
+    b = [np.ascontiguousarray(pert.B[:, :, q], dtype=np.int32) for q in range(r)]
+    return wt, a, b, pert.shift, matmul_divisor(w.shape[1])
+
+
+def recurrent_linear(x, ops, out, scratch):
+    """linear(x) for one time step, into `out` (N, m) int32 (it may be x itself): x (N, n) int8
+    values in int32 lanes. The same integers as linear: I8(floor((x W^T + delta) / divisor)),
+    delta = (sum_q (x . b_q) a_q) >> shift, every term below 2^31 (recurrent_operands)."""
+    wt, a, b, shift, divisor = ops
+    acc = x.astype(np.float32) @ wt                                       # (N, m) exact, q8
+    if a:
+        for q, (a_q, b_q) in enumerate(zip(a, b)):
+            xb = np.einsum("nk,nk->n", x, b_q)[:, None]                   # (N, 1): x . b_q
+            if q == 0:
+                np.multiply(xb, a_q, out=scratch)
+            else:
+                scratch += xb * a_q
+        scratch >>= shift                                                 # the q8 delta
+    np.copyto(out, acc, casting="unsafe")                                 # exact integers
+    if a:
+        out += scratch
+    div_floor(out, divisor, out=out)                                      # q8 -> q4
+    np.clip(out, I8_LO, I8_HI, out=out)
+    return out
+
+
+I8_LO, I8_HI = np.int32(-127), np.int32(127)   # clip's bounds as int32 scalars: half its cost
 
 # -----------------------------------------------------------------------------
 # memory only: init_params for a model too large for its float64 draws (bench.py --claim billion)

@@ -222,6 +222,31 @@ def test_gru_state_needs_no_saturation_and_the_int8_wrap_gives_the_same_state():
     _, state = lm.gru_scan(params, "l0.", u, np.full((1, 16), 127, np.int8), None)
     np.testing.assert_array_equal(state, np.full((1, 16), -126))
 
+@pytest.mark.parametrize("D,rank,shift,kind", [(16, 1, 8, "lowrank"), (64, 1, 7, "lowrank"),
+                                              (64, 3, 4, "lowrank"), (16, 2, 8, "none"),
+                                              (16, 2, 8, "full"), (64, 17, 8, "lowrank")])
+def test_cpu_time_loop_equals_the_plain_gru_scan(D, rank, shift, kind):
+    """gru_scan_cpu (the CPU's time loop: float32 GEMMs, in-place int32 steps) gives gru_scan's
+    states bit for bit: saturating weights and factors, a carried state at the rails, per-member
+    bias noise, small shifts (large deltas); naive ES's Full noise and rank 17 at D = 64 (an
+    int64 matmul_delta) take gru_scan's own loop."""
+    cfg = lm.ModelConfig(D, 1)
+    params = random_params(cfg, np, seed=D + rank, extreme=D == 64 and rank == 3)
+    n, T = 9, 13
+    rng = np.random.default_rng(rank)
+    pert = lowrank_perturbation(cfg, np, n, rank=rank, shift=shift, seed=shift)
+    if kind == "full":
+        pert["l0.u_h"] = lm.Full(pert["l0.u_h"].materialise(), shift)
+    pert = None if kind == "none" else pert
+    u = lm.wide(random_int8(rng, (n, T, D), extreme_fraction=0.3))
+    s = random_int8(rng, (n, D), extreme_fraction=0.5)
+    h_plain, s_plain = lm.gru_scan(params, "l0.", u, s, pert)
+    h_cpu, s_cpu = lm.gru_scan_cpu(params, "l0.", u, s, pert)
+    np.testing.assert_array_equal(h_cpu, h_plain)
+    np.testing.assert_array_equal(s_cpu, s_plain)
+    assert s_cpu.dtype == np.int8 and np.abs(h_plain).max() == 127   # the rails were reached
+
+
 # -----------------------------------------------------------------------------
 # perturbation hooks
 
@@ -407,12 +432,16 @@ def test_sequence_logprob_is_independent_of_time_chunking():
     np.testing.assert_array_equal(a, lm.token_logprob(logits, tokens[:, 1:]).sum(1))
 
 
-@pytest.mark.parametrize("threads,piece", [(1, 4), (2, 256), (2, 4), (3, 256), (7, 256)])
-def test_sequence_logprob_is_independent_of_threads_and_pieces(threads, piece, monkeypatch):
-    """Rows split into pieces and over k CPU threads (uneven slices, low-rank and full
-    perturbations, a carried state) give the integers of one forward over all rows exactly."""
+@pytest.mark.parametrize("threads,piece,time_piece",
+                         [(1, 4, 9), (2, 256, 9), (2, 4, 3), (3, 256, 1), (7, 256, 9), (1, 512, 2)])
+def test_sequence_logprob_is_independent_of_threads_and_pieces(threads, piece, time_piece,
+                                                               monkeypatch):
+    """Rows split into pieces of rows and bytes and over k CPU threads (uneven slices, low-rank
+    and full perturbations, a carried state) give the integers of one forward over all rows
+    and the whole window exactly."""
     monkeypatch.setattr(lm, "MIN_ROWS_PER_THREAD", 2)            # split even 15 rows
     monkeypatch.setattr(lm, "ROW_PIECE", piece)
+    monkeypatch.setattr(lm, "TIME_PIECE", time_piece)
     cfg = lm.ModelConfig(16, 2)
     params = lm.init_params(cfg, seed=4)
     n = 15
@@ -420,7 +449,7 @@ def test_sequence_logprob_is_independent_of_threads_and_pieces(threads, piece, m
     h0 = np.random.default_rng(8).integers(-127, 128, (2, n, 16)).astype(np.int8)
     pert = lowrank_perturbation(cfg, np, n, rank=2, shift=8, seed=9)
     pert["l0.w_f"] = lm.Full(pert["l0.w_f"].materialise(), 8)
-    a, ha = lm.sequence_logprob(params, cfg, tokens, h0, pert, time_chunk=4)
+    a, ha = lm.sequence_logprob(params, cfg, tokens, h0, pert, time_chunk=10)
     try:
         lm.set_threads(threads)
         b, hb = lm.population_logprob(params, cfg, tokens, h0, pert, time_chunk=4)
