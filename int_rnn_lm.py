@@ -324,8 +324,11 @@ def int_norm(u, w):
     # floor(u w / mean_abs) in float32 (faster than integer division) and exact: |u w| <=
     # 127^2 < 2^24 and the divisor d is in [1, 127], so a non-integer quotient lies >= 1/d from
     # an integer while float32 division errs by <= 127 * 2^-24 < 1/127; an integer one is exact
-    q = xp.floor((u * w).astype(xp.float32) / mean_abs.astype(xp.float32))
-    return clip8(q.astype(xp.int32))                                  # q4 * q4 / q4 -> q4
+    q = xp.multiply(u, w, dtype=xp.float32)                           # exact: |u w| <= 127^2
+    q /= mean_abs.astype(xp.float32)
+    xp.floor(q, out=q)
+    xp.clip(q, -127, 127, out=q)                                      # I8, in place
+    return q.astype(xp.int32)                                         # q4 * q4 / q4 -> q4
 
 
 def gru_scan(params, p, u, s, perturb):
@@ -727,7 +730,8 @@ def population_logprob(params, cfg, tokens, hidden, perturb=None, time_chunk=32)
     rows and TIME_PIECE bytes, taken by the threads of set_threads. tokens (N, T + 1) -> (N,)
     int64, final hidden."""
     xp = backend_of(tokens)
-    if xp is np:
+    full_rank = any(isinstance(p, Full) and p.E.ndim == 3 for p in (perturb or {}).values())
+    if xp is np and not full_rank:      # naive ES reads each E_i once per chunk: its chunks stay
         time_chunk = min(time_chunk, TIME_PIECE)
     N = tokens.shape[0]
     k = min(_THREAD_COUNT, N // MIN_ROWS_PER_THREAD)

@@ -447,16 +447,17 @@ def test_sequence_logprob_is_independent_of_threads_and_pieces(threads, piece, t
     n = 15
     tokens = np.random.default_rng(7).integers(0, 256, (n, 11)).astype(np.uint8)
     h0 = np.random.default_rng(8).integers(-127, 128, (2, n, 16)).astype(np.int8)
-    pert = lowrank_perturbation(cfg, np, n, rank=2, shift=8, seed=9)
-    pert["l0.w_f"] = lm.Full(pert["l0.w_f"].materialise(), 8)
-    a, ha = lm.sequence_logprob(params, cfg, tokens, h0, pert, time_chunk=10)
-    try:
-        lm.set_threads(threads)
-        b, hb = lm.population_logprob(params, cfg, tokens, h0, pert, time_chunk=4)
-    finally:
-        lm.set_threads(1)
-    np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(ha, hb)
+    lowrank = lowrank_perturbation(cfg, np, n, rank=2, shift=8, seed=9)
+    mixed = dict(lowrank, **{"l0.w_f": lm.Full(lowrank["l0.w_f"].materialise(), 8)})
+    for pert in (lowrank, mixed, None):        # mixed: a full-rank E keeps its time chunks
+        a, ha = lm.sequence_logprob(params, cfg, tokens, h0, pert, time_chunk=10)
+        try:
+            lm.set_threads(threads)
+            b, hb = lm.population_logprob(params, cfg, tokens, h0, pert, time_chunk=4)
+        finally:
+            lm.set_threads(1)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(ha, hb)
 
 
 # -----------------------------------------------------------------------------
