@@ -748,7 +748,7 @@ def population_logprob(params, cfg, tokens, hidden, perturb=None, time_chunk=32)
 
 
 def gru_scan_cpu(params, p, u, s, perturb):
-    """gru_scan, bit for bit, with about a third of its NumPy calls per byte: on the CPU the
+    """gru_scan, bit for bit, with 28 NumPy calls per byte instead of about 45: on the CPU the
     time loop's arrays are small (N x D) and the cost is the calls, not the arithmetic. Once
     per window the recurrent weights go to float32 (transposed) and each member's low-rank
     factors to contiguous int32 columns; the state stays 2-D and every step writes in place.
