@@ -485,9 +485,8 @@ class LowRank:
         Cost O(T r (m + n)) per member instead of O(T m n): no E_i is ever built. int32 when
         even all-127 inputs cannot overflow it (n r 127^3 < 2^31: n r <= 1048), else int64."""
         xp = backend_of(x)
-        n, r = self.B.shape[1], self.B.shape[2]
-        it = xp.int32 if n * r * 127**3 < 2**31 and n * 127**2 + (n * r * 127**3 >> self.shift) \
-            < 2**31 else xp.int64
+        r = self.B.shape[2]
+        it = xp.int32 if self.int32_delta() else xp.int64
         x = x.astype(xp.int32, copy=False)                                # int32 lanes already
         out = None
         for q in range(r):                                                # rank-1 terms
@@ -495,6 +494,12 @@ class LowRank:
             term = xb[..., None].astype(it, copy=False) * self.A[:, None, :, q]  # (N, T, m)
             out = term if out is None else xp.add(out, term, out=out)
         return xp.right_shift(out, self.shift, out=out)                  # in place: ours
+
+    def int32_delta(self):
+        """Whether matmul_delta's sum and the accumulator it joins fit int32 for any int8 input:
+        n r 127^3 < 2^31 and n 127^2 + (n r 127^3 >> shift) < 2^31."""
+        n, r = self.B.shape[1], self.B.shape[2]
+        return n * r * 127**3 < 2**31 and n * 127**2 + (n * r * 127**3 >> self.shift) < 2**31
 
     def row_delta(self, tokens):
         """Embedding rows: E_i[t] >> shift = (A_i[t] . B_i) >> shift. tokens (N, T) -> (N, T, n)."""
@@ -747,6 +752,9 @@ def population_logprob(params, cfg, tokens, hidden, perturb=None, time_chunk=32)
     return xp.concatenate([f for f, _ in done]), xp.concatenate([h for _, h in done], axis=1)
 
 
+I8_LO, I8_HI = np.int32(-127), np.int32(127)   # clip's bounds as int32 scalars: half its cost
+
+
 def gru_scan_cpu(params, p, u, s, perturb):
     """gru_scan, bit for bit, with 28 NumPy calls per byte instead of about 45: on the CPU the
     time loop's arrays are small (N x D) and the cost is the calls, not the arithmetic. Once
@@ -795,11 +803,9 @@ def recurrent_operands(params, name, perturb):
     pert = perturb.get(name) if perturb else None
     if pert is None:
         return wt, [], [], 0, matmul_divisor(w.shape[1])
-    if not isinstance(pert, LowRank):
+    if not isinstance(pert, LowRank) or not pert.int32_delta():           # Full, or int64
         return None
-    n, r = pert.B.shape[1], pert.B.shape[2]
-    if not (n * r * 127**3 < 2**31 and n * 127**2 + (n * r * 127**3 >> pert.shift) < 2**31):
-        return None                                                        # matmul_delta: int64
+    r = pert.B.shape[2]
     a = [np.ascontiguousarray(pert.A[:, :, q], dtype=np.int32) for q in range(r)]
     b = [np.ascontiguousarray(pert.B[:, :, q], dtype=np.int32) for q in range(r)]
     return wt, a, b, pert.shift, matmul_divisor(w.shape[1])
@@ -819,6 +825,7 @@ def recurrent_linear(x, ops, out, scratch):
             else:
                 scratch += xb * a_q
         scratch >>= shift                                                 # the q8 delta
+    # out is written only now: it may be x, which the delta above had to read first
     np.copyto(out, acc, casting="unsafe")                                 # exact integers
     if a:
         out += scratch
@@ -826,8 +833,6 @@ def recurrent_linear(x, ops, out, scratch):
     np.clip(out, I8_LO, I8_HI, out=out)
     return out
 
-
-I8_LO, I8_HI = np.int32(-127), np.int32(127)   # clip's bounds as int32 scalars: half its cost
 
 # -----------------------------------------------------------------------------
 # memory only: init_params for a model too large for its float64 draws (bench.py --claim billion)
