@@ -40,7 +40,9 @@ Departures, each also marked at its line:
   * alpha_t counts t in the paper's steps of 2048 members x 100 bytes, so that a run cut into
     smaller steps follows the same schedule per member-token: alpha = 1/(1 + alpha_decay M /
     204800) after M member-tokens (the paper's alpha_decay is 0.015);
-  * the sgd update, the zscore signal and independent sampling (above).
+  * the sgd update, the zscore signal and independent sampling (above);
+  * the vectors (norm gains, biases) are perturbed with their own sigma_hat, by default one
+    more than the matrices' (half their sigma).
 
 Run: $ python eggroll.py                  (the float algorithm on a toy regression, seconds)
      $ python train.py --method eggroll   (the integer LM, about 2 minutes on 2 cores)
@@ -100,10 +102,11 @@ def noise_source(seed, t, cfg, mcfg, xp):
                              if isinstance(drawn[name], tuple) else drawn[name][ks])
 
 
-def perturb_shift(cfg):
+def perturb_shift(cfg, matrix=True):
     """The right shift that turns a member's integer noise into a perturbation of relative
-    size sigma = 2^-sigma_hat of the 16-scale weights: A B^T ~ 256 N(0,1) is q8, so 4 + sigma_hat."""
-    return lm.Q_BITS + cfg.sigma_shift                                     # H.1
+    size sigma = 2^-sigma_hat of the 16-scale weights: A B^T ~ 256 N(0,1) is q8, so 4 + sigma_hat.
+    The vectors (norm gains, biases; a_k * b_k, also q8) take their own sigma_hat (a departure)."""
+    return lm.Q_BITS + (cfg.sigma_shift if matrix else cfg.sigma_shift_vectors)  # H.1
 
 
 def antithetic(x):
@@ -126,7 +129,7 @@ def member_perturbation(noise, cfg):
     (the sign on A; E_i is never built), Full for a vector."""
     return {name: lm.LowRank(to_members(nz[0], cfg), to_members(nz[1], cfg, signed=False),
                              perturb_shift(cfg))
-            if isinstance(nz, tuple) else lm.Full(to_members(nz, cfg), perturb_shift(cfg))
+            if isinstance(nz, tuple) else lm.Full(to_members(nz, cfg), perturb_shift(cfg, False))
             for name, nz in noise.items()}
 
 # -----------------------------------------------------------------------------
@@ -272,6 +275,7 @@ class Config:
     population: int = 1024    # N members per step, even (with antithetic sampling: pairs 2k, 2k+1)
     group_size: int = 16      # members sharing one data window; even, divides population
     sigma_shift: int = 3      # sigma_hat: perturbation scale sigma = 2^-sigma_hat (H.1)
+    sigma_shift_vectors: int = 4  # sigma_hat of the vectors (norm gains, biases): half the matrices' sigma
     alpha_decay: float = 0.015  # alpha = 1 / (1 + alpha_decay M / 204800) after M member-tokens
     update: Literal["sgd", "threshold"] = "sgd"  # sgd: lr alpha Z / std(Z) into 16-bit fractions; threshold: H.3
     lr: float = 1.0           # sgd: int8 weight units per standard deviation of Z, times alpha
@@ -304,8 +308,8 @@ def check_config(cfg):
         raise ValueError(f"rank must be >= 1 and directions x rank below 2^27, got {cfg.rank}")
     if cfg.member_chunk < 0 or cfg.member_chunk % 2:
         raise ValueError(f"member_chunk must be even and >= 0, got {cfg.member_chunk}")
-    if cfg.sigma_shift < 0 or cfg.noise_reuse < 0:
-        raise ValueError("sigma_shift and noise_reuse must be >= 0")
+    if min(cfg.sigma_shift, cfg.sigma_shift_vectors, cfg.noise_reuse) < 0:
+        raise ValueError("sigma_shift, sigma_shift_vectors and noise_reuse must be >= 0")
     if cfg.alpha_decay < 0:
         raise ValueError(f"alpha_decay must be >= 0, got {cfg.alpha_decay}")
     if cfg.signal not in SIGNAL_RMS:

@@ -41,7 +41,9 @@ Departures, each also marked at its line:
   * alpha_t counts t in the paper's steps of 2048 members x 100 bytes, so that a run cut into
     smaller steps follows the same schedule per member-token: alpha = 1/(1 + alpha_decay M /
     204800) after M member-tokens (the paper's alpha_decay is 0.015);
-  * the sgd update, the zscore signal and independent sampling (above).
+  * the sgd update, the zscore signal and independent sampling (above);
+  * the vectors (norm gains, biases) are perturbed with their own sigma_hat, by default one
+    more than the matrices' (half their sigma).
 
 Run: $ python es_naive.py                 (the float algorithm on a toy regression, seconds)
      $ python train.py --method es_naive   (the integer LM, about 2 minutes on 2 cores)
@@ -91,10 +93,11 @@ def noise_source(seed, t, cfg, mcfg, xp):
                                             xp.arange(ks.start, ks.stop), xp)
 
 
-def perturb_shift(cfg):
+def perturb_shift(cfg, matrix=True):
     """The right shift that turns a member's integer noise into a perturbation of relative
-    size sigma = 2^-sigma_hat of the 16-scale weights: E ~ 16 N(0,1) is q4, so sigma_hat."""
-    return cfg.sigma_shift                                                 # H.1
+    size sigma = 2^-sigma_hat of the 16-scale weights: E ~ 16 N(0,1) is q4, so sigma_hat.
+    The vectors (norm gains, biases) take their own sigma_hat (a departure)."""
+    return cfg.sigma_shift if matrix else cfg.sigma_shift_vectors          # H.1
 
 
 def antithetic(x):
@@ -113,7 +116,8 @@ def to_members(x, cfg):
 def member_perturbation(noise, cfg):
     """Direction noise -> each member's perturbation, as the model's hook: Full, every member
     holding its own copy of every noise tensor (the batched per-member-weight forward)."""
-    return {name: lm.Full(to_members(E, cfg), perturb_shift(cfg)) for name, E in noise.items()}
+    return {name: lm.Full(to_members(E, cfg), perturb_shift(cfg, E.ndim == 3))
+            for name, E in noise.items()}
 
 # -----------------------------------------------------------------------------
 # estimator (H.2): every member's fitness, and each direction's signal
@@ -255,6 +259,7 @@ class Config:
     population: int = 128     # N members per step, even (with antithetic sampling: pairs 2k, 2k+1)
     group_size: int = 16      # members sharing one data window; even, divides population
     sigma_shift: int = 3      # sigma_hat: perturbation scale sigma = 2^-sigma_hat (H.1)
+    sigma_shift_vectors: int = 4  # sigma_hat of the vectors (norm gains, biases): half the matrices' sigma
     alpha_decay: float = 0.06   # alpha = 1 / (1 + alpha_decay M / 204800) after M member-tokens
     update: Literal["sgd", "threshold"] = "sgd"  # sgd: lr alpha Z / std(Z) into 16-bit fractions; threshold: H.3
     lr: float = 1.0           # sgd: int8 weight units per standard deviation of Z, times alpha
@@ -286,8 +291,8 @@ def check_config(cfg):
         raise ValueError(f"a step must have fewer than 2^27 directions, got {n_directions(cfg)}")
     if cfg.member_chunk < 0 or cfg.member_chunk % 2:
         raise ValueError(f"member_chunk must be even and >= 0, got {cfg.member_chunk}")
-    if cfg.sigma_shift < 0 or cfg.noise_reuse < 0:
-        raise ValueError("sigma_shift and noise_reuse must be >= 0")
+    if min(cfg.sigma_shift, cfg.sigma_shift_vectors, cfg.noise_reuse) < 0:
+        raise ValueError("sigma_shift, sigma_shift_vectors and noise_reuse must be >= 0")
     if cfg.alpha_decay < 0:
         raise ValueError(f"alpha_decay must be >= 0, got {cfg.alpha_decay}")
     if cfg.signal not in SIGNAL_RMS:

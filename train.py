@@ -261,6 +261,8 @@ def resolve(args, method, device, ckpt):
         meta = ckpt["meta"]
         run, values = dict(meta["run"]), dict(meta["method_config"])
         run.setdefault("mlp_mult", lm.ModelConfig.mlp_mult)   # checkpoints from before the option
+        if "sigma_shift" in values:                           # ES checkpoints from before it
+            values.setdefault("sigma_shift_vectors", values["sigma_shift"])
         given = given_flags(args, method)
         kept = {**run, **values, "seed": meta["seed"], "data": meta["data"]}
         changed = [k for k, v in given.items() if k not in RESUME_MAY_CHANGE and kept.get(k) != v]

@@ -75,6 +75,7 @@ def test_members_of_a_pair_get_opposite_noise():
     np.testing.assert_array_equal(A[0::2], noise["w"][0])
     np.testing.assert_array_equal(pert["v"].E[0::2], -pert["v"].E[1::2])
     assert pert["w"].shift == 4 + cfg.sigma_shift
+    assert pert["v"].shift == 4 + cfg.sigma_shift_vectors == 5 + cfg.sigma_shift  # half the sigma
     assert (A[0] != A[2]).any(), "different pairs must get different noise"
 
 

@@ -237,6 +237,9 @@ def test_full_rank_noise_is_antithetic_full_rank_and_16_scale():
     np.testing.assert_array_equal(members.E[0::2], E)
     np.testing.assert_array_equal(members.E[1::2], -E)
     assert members.shift == cfg.sigma_shift
+    v = es_naive.direction_noise(0, 3, cfg, 6, (48,), np.arange(4), np)          # (4, 48) int8
+    assert es_naive.member_perturbation({"v": v}, cfg)["v"].shift == cfg.sigma_shift_vectors
+    assert cfg.sigma_shift_vectors == cfg.sigma_shift + 1                        # half the sigma
     np.testing.assert_array_equal(es_naive.direction_noise(0, 3, cfg, 5, (64, 48), np.arange(2, 4),
                                                       np), E[2:])
     assert (E[0] != E[1]).any(), "different pairs must get different noise"
@@ -313,8 +316,8 @@ def test_naive_es_and_eggroll_share_their_estimator_defaults():
     """The two ES files differ in the noise, not in the estimator: the same sampling, groups,
     signal, update, σ̂ and lr by default (population, α decay and chunking are each method's,
     sized for its cost per member); naive ES's defaults on either device pass its own checks."""
-    shared = ("sampling", "group_size", "signal", "update", "sigma_shift", "lr", "noise_reuse",
-              "time_chunk")
+    shared = ("sampling", "group_size", "signal", "update", "sigma_shift", "sigma_shift_vectors",
+              "lr", "noise_reuse", "time_chunk")
     naive, egg = es_naive.Config(), eggroll.Config()
     assert {k: getattr(naive, k) for k in shared} == {k: getattr(egg, k) for k in shared}
     for device in ("cpu", "cuda"):

@@ -167,6 +167,28 @@ def test_resume_alone_continues_bit_identically(method, tmp_path):
             == (tmp_path / "b" / method / "sample.txt").read_bytes())
 
 
+@pytest.mark.parametrize("method", ["eggroll", "es_naive"])
+def test_a_checkpoint_from_before_sigma_shift_vectors_resumes_as_it_ran(method, tmp_path):
+    """Checkpoints written before the option perturbed the vectors with sigma_shift: with the
+    option taken out of its meta, a checkpoint of `--sigma_shift_vectors 3` (= its sigma_shift)
+    resumes to the same arrays as 4 straight steps of that run, not with the new default 4."""
+    base = TINY + SMALL[method] + ["--method", method, "--eval_every", "2",
+                                   "--sigma_shift", "3", "--sigma_shift_vectors", "3"]
+    assert run(base + ["--steps", "4", "--out", str(tmp_path / "a")]) == 0
+    assert run(base + ["--steps", "2", "--out", str(tmp_path / "b")]) == 0
+    path = tmp_path / "b" / method / "ckpt_last.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    del meta["method_config"]["sigma_shift_vectors"]
+    train.save_checkpoint(str(path), {k[6:]: v for k, v in arrays.items() if k.startswith("param/")},
+                          {k[6:]: v for k, v in arrays.items() if k.startswith("state/")}, meta)
+    assert run(["--resume", str(path), "--steps", "4"]) == 0
+    a, b = (load_arrays(d / method / "ckpt_last.npz") for d in (tmp_path / "a", tmp_path / "b"))
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=f"{method}: {k} differs after resume")
+
+
 def test_resume_between_evaluations_and_across_a_data_reset(tmp_path):
     """Stopped at step 3 (not an eval step) and at step 5 (the rows start over: 16-byte windows
     of rows of 100 bytes give 6 windows a row, so step 6 reads window 0 again with reset), each
