@@ -786,6 +786,9 @@ class Run:
     elapsed_before: float = 0.0
     rows: list = dataclasses.field(default_factory=list)
     t0: float = 0.0
+    # commit, date and machine as the run starts: the code it runs, even if the checkout
+    # moves on while it trains (a notebook commit during a ten-minute run)
+    provenance: dict = dataclasses.field(default_factory=dict)
 
     @property
     def lead(self):
@@ -876,6 +879,7 @@ def set_up(argv):
                       if int(row["step"]) <= r.start]
         r.say(f"resumed from {args.resume} at step {r.start}")
     r.threads = threads
+    r.provenance = provenance()
     return args, r
 
 
@@ -967,7 +971,7 @@ def finish(r, t):
                "steps": t, "wall_s": round(r.elapsed(), 1),
                "member_tokens_per_s": float(np.median(rates)) if rates else 0.0,
                "peak_memory_mb": peak_memory_mb(r.xp), "baselines": r.baselines,
-               "command": "python train.py " + " ".join(r.args.argv), **provenance()}
+               "command": "python train.py " + " ".join(r.args.argv), **r.provenance}
     with open(os.path.join(r.out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     plot_curve(os.path.join(r.out_dir, "loss.png"), r.rows, r.baselines,

@@ -252,6 +252,27 @@ def test_resume_refuses_what_may_not_change_and_another_method(tmp_path, capsys)
         assert json.load(f)["steps"] == 3
 
 
+def test_summary_names_the_commit_the_run_started_from(tmp_path, monkeypatch):
+    """summary.json's commit is the one checked out when the run started: a commit made while
+    it trains (the checkout moves on, the running code does not) does not relabel it."""
+    calls = []
+
+    def moving_checkout():
+        calls.append(1)
+        return {"commit": f"commit{len(calls)}", "date": "2026-12-06", "machine": "test"}
+    monkeypatch.setattr(train, "provenance", moving_checkout)
+    real_step = eggroll.step
+
+    def step_then_commit(*a, **k):
+        moving_checkout()                                  # the checkout moves on mid-run
+        return real_step(*a, **k)
+    monkeypatch.setattr(eggroll, "step", step_then_commit)
+    assert run(TINY + SMALL["eggroll"] + ["--steps", "2", "--out", str(tmp_path)]) == 0
+    with open(tmp_path / "eggroll" / "summary.json") as f:
+        assert json.load(f)["commit"] == "commit1"
+    assert len(calls) >= 3                                 # it did move
+
+
 def test_a_run_without_matplotlib_writes_everything_but_the_plot(tmp_path, capsys, monkeypatch):
     real_import = builtins.__import__
 
