@@ -879,7 +879,7 @@ def set_up(argv):
                       if int(row["step"]) <= r.start]
         r.say(f"resumed from {args.resume} at step {r.start}")
     r.threads = threads
-    r.provenance = provenance()
+    r.provenance = provenance() if r.lead else {}       # rank 0 alone writes the summary
     return args, r
 
 
