@@ -13,10 +13,10 @@ those rows goes to results/runs/table.md and the figures are not drawn, so resul
 the other rows. Without --methods it rewrites results/table.md and the figures in this checkout:
 commit them before measuring more runs here, or the later runs record the commit as "+changes" (a
 clean git worktree for the runs avoids both). The table (results/table.md) gives, per method, the
-median over the seeds of: val bits/byte at each budget; the wall-clock seconds and the member-
-tokens (bytes scored, summed over members) at the first evaluation at or below 4.5, 4.0 and 3.6
-bits/byte in the longest budget, and their ratio to backprop's; member-tokens/s; peak memory. The
-figures (results/cpu_compare*.png) show seed 0's curves with the EGGROLL authors' trainer
+median over the seeds of: val bits/byte at each budget; the wall-clock seconds and the
+member-tokens (bytes scored, summed over members) at the first evaluation at or below 4.5, 4.0 and
+3.6 bits/byte in the longest budget, and their ratio to backprop's; member-tokens/s; peak memory.
+The figures (results/cpu_compare*.png) show seed 0's curves with the EGGROLL authors' trainer
 (results/nano_egg_cpu.csv) and the n-gram lines.
 """
 import argparse
