@@ -5,19 +5,20 @@ each run alone on the machine, one after the other; then the table and the figur
     $ python results/make_table.py --table_only       # the table and figures from the runs made
     $ python results/make_table.py --budgets 120 --seeds 0 --methods eggroll,backprop
 
-Each run is `python train.py --method M --budget_s B --seed S --out results/runs/<B>s_seed<S>` (the
-methods' defaults, nothing else on the command line) in a fresh process, and EGGROLL also at --long
-(30 minutes) for the issue's long target; a run whose summary.json exists is kept (delete the
-folder to redo it; a run from another commit is named as it is kept). With --methods the table of
-those rows goes to results/runs/table.md and the figures are not drawn, so results/table.md keeps
-the other rows. Without --methods it rewrites results/table.md and the figures in this checkout:
-commit them before measuring more runs here, or the later runs record the commit as "+changes" (a
-clean git worktree for the runs avoids both). The table (results/table.md) gives, per method, the
+Each run is `python train.py --method M --budget_s B --seed S --out results/runs/<B>s_seed<S>`
+(the methods' defaults, nothing else on the command line) in a fresh process, and EGGROLL also
+at --long (30 minutes) for the issue's long target; a run whose summary.json exists is kept
+(delete the folder to redo it; a run from another commit is named as it is kept). With
+--methods the table of those rows goes to results/runs/table.md and the figures are not drawn,
+so results/table.md keeps the other rows. Without --methods it rewrites results/table.md and
+the figures in this checkout: commit them before measuring more runs here, or the later runs
+record the commit as "+changes" (a clean git worktree for the runs avoids both). The table
+(results/table.md) gives, per method, the
 median over the seeds of: val bits/byte at each budget; the wall-clock seconds and the
-member-tokens (bytes scored, summed over members) at the first evaluation at or below 4.5, 4.0 and
-3.6 bits/byte in the longest budget, and their ratio to backprop's; member-tokens/s; peak memory.
-The figures (results/cpu_compare*.png) show seed 0's curves with the EGGROLL authors' trainer
-(results/nano_egg_cpu.csv) and the n-gram lines.
+member-tokens (bytes scored, summed over members) at the first evaluation at or below
+4.5, 4.0 and 3.6 bits/byte in the longest budget, and their ratio to backprop's; member-tokens/s;
+peak memory. The figures (results/cpu_compare*.png) show seed 0's curves with the EGGROLL
+authors' trainer (results/nano_egg_cpu.csv) and the n-gram lines.
 """
 import argparse
 import csv
