@@ -38,7 +38,10 @@ def cupy_or_skip():
 
 def fd_max_rel_error(loss_fn, params, grads, h=1e-6):
     """Hand gradient vs float64 central differences: max over tensors of
-    ||grad_fd - grad||_inf / ||grad_fd||_inf, every entry perturbed in place and restored."""
+    ||grad_fd - grad||_inf / ||grad_fd||_inf, every entry perturbed in place and restored.
+    A NaN or inf in either gradient, or an all-zero finite difference (a 0/0 ratio), fails
+    here, naming the tensor: max(worst, nan) would keep worst and let the check pass."""
+    assert params, "no tensors to check"
     worst = 0.0
     for k, p in params.items():
         fd = np.zeros_like(p)
@@ -50,7 +53,11 @@ def fd_max_rel_error(loss_fn, params, grads, h=1e-6):
             down = loss_fn()
             p[i] = old
             fd[i] = (up - down) / (2 * h)
-        worst = max(worst, np.abs(fd - grads[k]).max() / np.abs(fd).max())
+        g = np.asarray(grads[k])
+        assert np.isfinite(fd).all(), f"{k}: the finite difference has NaN/inf"
+        assert np.isfinite(g).all(), f"{k}: the hand gradient has NaN/inf"
+        assert np.abs(fd).max() > 0, f"{k}: the finite difference is 0 everywhere"
+        worst = max(worst, np.abs(fd - g).max() / np.abs(fd).max())
     return worst
 
 

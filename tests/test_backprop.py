@@ -62,6 +62,7 @@ def test_gradients_match_finite_differences_with_saturation_and_carried_state(mc
     difference's h^2 curvature term, and h = 1e-3 crosses a clip's kink); bound 1e-5."""
     w, tokens, hidden = saturating_model(mcfg=mcfg)
     _, _, tape = bp.twin_forward(w, mcfg, tokens[:, :-1], hidden)
+    assert len(tape["blocks"]) == mcfg.n_layers, f"{len(tape['blocks'])} blocks on the tape"
     for l, block in enumerate(tape["blocks"]):
         for k in ("A_f", "B_f", "f", "A_h", "B_h", "hh", "y_mid") + ("z", "o") * (mcfg.mlp_mult > 0):
             assert (~bp.inside(block[k])).any(), f"block {l}: no saturated {k}"
@@ -83,6 +84,7 @@ def test_gradients_match_finite_differences_with_saturation_and_carried_state(mc
             v[i] = old
             fd.append((up - down) / (2 * h))
         fd, g = np.array(fd), np.array([grads[name][i] for i in idx])
+        assert np.isfinite(fd).all() and np.isfinite(g).all(), f"{name}: NaN/inf: {fd}, {g}"
         assert np.abs(fd).max() > 0, f"{name}: the sampled entries have no gradient"
         errors[name] = np.abs(fd - g).max() / np.abs(fd).max()
     worst = max(errors, key=errors.get)
@@ -259,6 +261,8 @@ def test_numpy_and_cupy_agree(cupy_or_skip):
         runs.append((float(stats["loss"]), {k: lm.to_numpy(v) for k, v in state.items()}))
     (loss_a, a), (loss_b, b) = runs
     assert abs(loss_a - loss_b) < 1e-4 * abs(loss_a)
+    assert a.keys() == b.keys() and a, "no state to compare"
     for k in a:
+        assert np.isfinite(a[k]).all(), f"{k}: NaN/inf in NumPy's state"
         scale = max(float(np.abs(a[k]).max()), 1e-30)
         np.testing.assert_allclose(b[k], a[k], rtol=0, atol=1e-4 * scale, err_msg=k)

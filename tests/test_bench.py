@@ -134,7 +134,7 @@ def test_init_params_in_rows_equals_init_params(max_draw):
     """The row-block init gives init_params' parameters bit for bit (names, order, dtypes)."""
     cfg = lm.ModelConfig(48, 2)
     want, got = lm.init_params(cfg, 7), lm.init_params_in_rows(cfg, 7, max_draw=max_draw)
-    assert list(got) == list(want)
+    assert len(want) > 0 and list(got) == list(want), list(got)
     for k in want:
         assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k]), k
 
@@ -233,6 +233,7 @@ def test_closed_form_updates_agree_with_monte_carlo():
         bias = {k: bench.expected_update(k, G, sigma, r or 1) - gauss[k] for k in bench.FITNESS}
         unit = {k: b / np.linalg.norm(b) for k, b in bias.items()}
         got = bench.monte_carlo_update(G, sigma, r, 200_000, 0, unit)
+        assert sorted(got) == sorted(bench.FITNESS), sorted(got)
         for k, g in got.items():
             assert np.linalg.norm(g["mean"] - want[k]) < 2 * g["se"], (k, r)
             along = g["along"] - float((gauss[k] * unit[k]).sum())
@@ -276,7 +277,7 @@ def test_step_update_is_what_eggroll_step_computes(monkeypatch):
     data = train.split_train_val(train.load_bytes(train.DEFAULT_DATA))[0]
     batch = train.TrainStream(data, eggroll.num_sequences(cfg), T).batch(0)
     eggroll.step(params, eggroll.init(params, cfg, mcfg, 0, ONE), batch, 0, cfg, mcfg, 0, ONE)
-    assert sorted(Z) == sorted(k for k, (_, z) in seen.items() if z.ndim == 2)
+    assert Z and sorted(Z) == sorted(k for k, (_, z) in seen.items() if z.ndim == 2), sorted(Z)
     for name, z in Z.items():
         assert np.array_equal(seen[name][0], F) and np.array_equal(seen[name][1], z), name
 
@@ -286,6 +287,7 @@ def test_full_rank_update_from_rank_r_members(results_dir):
     below the matrix's smaller side, then full rank (here 16 at D = 16)."""
     out = bench.claim_full_rank(runs=[(4, 1), (8, 2), (64, 1)], mcfg=lm.ModelConfig(16, 1),
                                 seq_len=5)
+    assert len(out) == 3, f"{len(out)} runs reported, 3 asked for"
     for o in out:
         assert o["live_pairs"] > 0
         assert o["ranks"] == o["want"], (o["N"], o["r"])

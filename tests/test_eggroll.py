@@ -44,6 +44,32 @@ def test_float_estimator_matches_quadratic_gradient(rank):
     assert cos[64] < cos[1024] < cos[16384], f"rank {rank}: cosine does not grow with N: {cos}"
 
 
+@pytest.mark.parametrize("rank", [1, 2])
+def test_float_estimator_has_the_quadratic_gradients_size(rank):
+    """The size the cosine test cannot see: with raw fitness (zscore divides by std(f)) the
+    estimate's projection rho = <g_hat, g> / ||g||^2 on the true gradient g is 1 within 4
+    standard errors, at N = 16384 (P = 8192 pairs).
+
+    Why 1: a pair's difference is exact on the quadratic, f(W + sigma E) - f(W - sigma E) =
+    2 sigma <g, E>, so g_hat = (1/P) sum_k <g, E_k> E_k and rho = (1/P) sum_k s_k^2 with
+    s = <g, E> / ||g||. E = A B^T / sqrt(r) has identity covariance, so E[s^2] = 1, E[rho] = 1.
+    The tolerance: Var(rho) = Var(s^2) / P. For rank 1, s = a^T G b / ||G|| is normal given b,
+    so E[s^4] = 3 E[(b^T M b)^2] / tr(M)^2 = kappa = 3 (1 + 2 tr(M^2) / tr(M)^2), M = G^T G;
+    rank r sums r such terms over sqrt(r): E[s^4] = kappa / r + 3 (r - 1) / r. Here the
+    standard error is 0.020 (rank 1) and 0.018 (rank 2), so 4 of them is 0.078 and 0.071: a
+    missing 1/sqrt(r) or a sigma too many or too few fails."""
+    rng = np.random.default_rng(0)
+    W, target = rng.standard_normal((12, 10)), rng.standard_normal((12, 10))
+    g = -(W - target)                                          # d f / d W, fitness ascent
+    fcfg = eg.FloatConfig(population=16384, sigma=0.01, rank=rank, shaping="raw")
+    g_hat, _ = eg.float_es_gradient(quadratic_fitness(target), {"w": W}, seed=1, t=0, fcfg=fcfg)
+    rho = float((g_hat["w"] * g).sum() / (g * g).sum())
+    M = g.T @ g
+    kappa = 3 * (1 + 2 * np.trace(M @ M) / np.trace(M) ** 2)
+    se = math.sqrt(((kappa + 3 * (rank - 1)) / rank - 1) / (fcfg.population // 2))
+    assert abs(rho - 1) < 4 * se, f"rank {rank}: projection {rho:.4f}, want 1 ± {4 * se:.4f}"
+
+
 def test_float_demo_reduces_loss():
     before, after = eg.demo(eg.FloatConfig(steps=120), log_every=10**6)
     assert after < before / 20, f"mse {before:.4f} -> {after:.4f}, expected a 20x drop"
@@ -239,9 +265,10 @@ def test_update_is_independent_of_threads(update):
             assert moved == results[0][2] and 0 < moved
             for name in params:
                 np.testing.assert_array_equal(new[name], results[0][0][name], err_msg=name)
-            for name in new_state:
-                if name.startswith("fraction."):
-                    np.testing.assert_array_equal(new_state[name], results[0][1][name])
+            fractions = [name for name in new_state if name.startswith("fraction.")]
+            assert len(fractions) == (len(params) if update == "sgd" else 0), fractions
+            for name in fractions:
+                np.testing.assert_array_equal(new_state[name], results[0][1][name])
 
 
 def test_sgd_update_moves_weights_by_eta_standard_deviations_under_random_signs():

@@ -211,9 +211,10 @@ def test_materialised_eggroll_noise_gives_eggroll_bit_for_bit(update, signal, sa
         assert len(np.unique(f_egg)) > 8, f"step {t}: degenerate fitnesses {f_egg}"
         p_egg, s_egg, st_egg = eggroll.step(p_egg, s_egg, (tokens, reset), t, ecfg, mcfg, 5, ONE)
         p_es, s_es, st_es = es_naive.step(p_es, s_es, (tokens, reset), t, cfg, mcfg, 5, ONE)
+        assert set(p_es) == set(p_egg) == set(lm.param_shapes(mcfg)), sorted(p_egg)
         for k in p_egg:
             np.testing.assert_array_equal(p_es[k], p_egg[k], err_msg=f"step {t}: param {k}")
-        assert set(s_es) == set(s_egg)
+        assert set(s_es) == set(s_egg) and "hidden" in s_egg, sorted(s_egg)
         for k in s_egg:
             np.testing.assert_array_equal(s_es[k], s_egg[k], err_msg=f"step {t}: state {k}")
         assert st_es == st_egg, f"step {t}: stats {st_es} vs {st_egg}"

@@ -75,6 +75,7 @@ def test_layer_step_touches_only_its_layer():
     sign = np.concatenate([np.ones(len(x_pos)), -np.ones(len(x_neg))]).astype(x.dtype)
     h0 = ff.ff_forward(layers, x, cfg.norm_eps)[0]                # input of layer 2
     ff.ff_layer_step(layers[1], opts[1], h0, sign, 1, cfg)
+    assert len(layers) == len(before) == 3, f"{len(layers)} layers, hidden=(32, 32, 32)"
     for i, (layer, old) in enumerate(zip(layers, before)):
         same = all(np.array_equal(layer[k], old[k]) for k in layer)
         assert same == (i != 1), f"layer {i}: changed={not same}, only layer 1 may change"
@@ -114,6 +115,7 @@ def small_config(seed):
 def test_determinism():
     runs = [ff.train_toy(small_config(seed)) for seed in (3, 3, 4)]
     (la, ra), (lb, rb), (lc, _) = runs
+    assert len(la) == len(lb) == 2, f"{len(la)}, {len(lb)} layers, hidden=(32, 32)"
     for a, b in zip(la + [ra], lb + [rb]):
         for k in a:
             assert np.array_equal(a[k], b[k]), f"same seed, {k} differs"
@@ -290,9 +292,10 @@ def test_lower_layers_ignore_layers_above():
             params, state, _ = ff.step(params, state, stream.batch(t), t, cfg, mcfg, 0, ONE)
         runs.append(flat_state(params, state))
     a, b = runs
-    for k in a:
-        if ".l0." in k or k.startswith("param/l0."):
-            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    block0 = [k for k in a if ".l0." in k or k.startswith("param/l0.")]
+    assert len(block0) >= 4 * len(ff.GRU_NAMES + ff.MLP_NAMES), f"block 0's tensors: {block0}"
+    for k in block0:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert not np.array_equal(a["param/l1.w_f"], b["param/l1.w_f"])  # the test can fail
 
 
@@ -302,6 +305,7 @@ def test_step_quantises_masters_and_leaves_untrained_tensors():
     for t in range(2):
         new, new_state, _ = ff.step(new, new_state, stream.batch(t), t, cfg, mcfg, 0, ONE)
     trained = {f"l{i}.{k}" for i in range(mcfg.n_layers) for k in ff.GRU_NAMES + ff.MLP_NAMES}
+    assert trained <= set(params), sorted(trained - set(params))
     for k in params:
         if k in trained:
             master = new_state["master." + k]

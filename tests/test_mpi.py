@@ -64,6 +64,7 @@ def assert_same_run(a, b):
     for name in ("ckpt_last.npz", "ckpt_best.npz"):
         with np.load(os.path.join(a, name)) as za, np.load(os.path.join(b, name)) as zb:
             assert sorted(za.files) == sorted(zb.files), name
+            assert "meta" in za.files and len(za.files) > 1, (name, za.files)
             for k in za.files:
                 if k == "meta":
                     ma, mb = json.loads(str(za[k])), json.loads(str(zb[k]))
@@ -78,6 +79,7 @@ def assert_same_run(a, b):
     for d in (a, b):
         with open(os.path.join(d, "log.csv"), newline="") as f:
             logs.append([{k: v for k, v in r.items() if k not in NOT_STATE} for r in csv.DictReader(f)])
+    assert logs[0], f"{a}/log.csv has no rows"
     assert logs[0] == logs[1]
     with open(os.path.join(a, "sample.txt"), "rb") as fa, open(os.path.join(b, "sample.txt"), "rb") as fb:
         assert fa.read() == fb.read()

@@ -128,6 +128,8 @@ def test_block_step_touches_only_its_block():
     before, E = copy_blocks(params), params["E"]["E"].copy()
     head = {k: v.copy() for k, v in params["head"].items()}
     noprop.noprop_block_step(params, opt, 3, x, y, sched, 1, cfg, cfg.seed, False)
+    assert len(params["blocks"]) == len(before) == cfg.T, f"{len(before)} blocks, T = 4"
+    assert head, "the head has no tensors"
     for t, (blk, old) in enumerate(zip(params["blocks"], before), start=1):
         same = all(np.array_equal(blk[k], old[k]) for k in blk)
         assert same == (t != 3), f"block {t}: changed={not same}, only block 3 may change"
@@ -181,6 +183,7 @@ def test_determinism():
     def flat(p):
         return [v for d in p["blocks"] + [p["head"], p["E"]] for v in d.values()]
 
+    assert len(flat(runs[0])) == len(flat(runs[1])) > 0, "different or no tensors"
     assert all(np.array_equal(a, b) for a, b in zip(flat(runs[0]), flat(runs[1]))), \
         "same seed, different parameters"
     assert not np.array_equal(flat(runs[0])[0], flat(runs[2])[0]), "seed had no effect"
@@ -270,9 +273,11 @@ def test_lm_step_keeps_the_encoder_and_each_block_to_itself():
         assert all(np.array_equal(p0[k], after[k]) for k in p0), "the int8 LM changed"
         runs.append(after)
     a, b = runs
-    for k in a:
-        if k.startswith(("state/block3.", "state/adam_m.block3.", "state/adam_v.block3.")):
-            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    block3 = [k for k in a
+              if k.startswith(("state/block3.", "state/adam_m.block3.", "state/adam_v.block3."))]
+    assert len(block3) == 3 * len(noprop.BLOCK_KEYS), f"block 3's tensors: {block3}"
+    for k in block3:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert not np.array_equal(a["state/block2.W2"], b["state/block2.W2"])  # the test can fail
 
 
