@@ -2,6 +2,7 @@
 import builtins
 import csv
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -167,23 +168,103 @@ def test_resume_alone_continues_bit_identically(method, tmp_path):
             == (tmp_path / "b" / method / "sample.txt").read_bytes())
 
 
+def as_format_1(path, drop=()):
+    """Rewrite a checkpoint as the code wrote it before checkpoint formats: no format, no
+    commit, the data as an absolute path, and without the settings in `drop`."""
+    ckpt = train.load_checkpoint(path, np)
+    meta = ckpt["meta"]
+    del meta["format"], meta["commit"]
+    meta["data"] = os.path.join(train.ROOT, meta["data"]["path"])
+    for name in drop:
+        meta["run" if name in meta["run"] else "method_config"].pop(name)
+    train.save_checkpoint(path, ckpt["params"], ckpt["state"], meta)
+
+
 @pytest.mark.parametrize("method", ["eggroll", "es_naive"])
-def test_a_checkpoint_from_before_sigma_shift_vectors_resumes_as_it_ran(method, tmp_path):
-    """Checkpoints written before the option perturbed the vectors with sigma_shift: with the
-    option taken out of its meta, a checkpoint of `--sigma_shift_vectors 3` (= its sigma_shift)
-    resumes to the same arrays as 4 straight steps of that run, not with the new default 4."""
-    base = TINY + SMALL[method] + ["--method", method, "--eval_every", "2",
-                                   "--sigma_shift", "3", "--sigma_shift_vectors", "3"]
+def test_a_format_1_checkpoint_resumes_as_it_ran(method, tmp_path):
+    """A checkpoint from before checkpoint formats lacks the settings added since: --mlp_mult
+    (every block had its 4D MLP), --sigma_shift_vectors (the vectors took sigma_shift),
+    --signal (App. H.2's sign) and --sampling (antithetic pairs). Resumed, it continues as that
+    run did (the same arrays as 4 straight steps run with those values), not with today's
+    defaults."""
+    base = TINY + SMALL[method] + ["--method", method, "--eval_every", "2", "--sigma_shift",
+                                   "3", "--sigma_shift_vectors", "3", "--signal", "sign",
+                                   "--sampling", "antithetic", "--group_size", "2"]
     assert run(base + ["--steps", "4", "--out", str(tmp_path / "a")]) == 0
     assert run(base + ["--steps", "2", "--out", str(tmp_path / "b")]) == 0
     path = str(tmp_path / "b" / method / "ckpt_last.npz")
-    ckpt = train.load_checkpoint(path, np)
-    del ckpt["meta"]["method_config"]["sigma_shift_vectors"]
-    train.save_checkpoint(path, ckpt["params"], ckpt["state"], ckpt["meta"])
+    as_format_1(path, drop=("mlp_mult", "sigma_shift_vectors", "signal", "sampling"))
     assert run(["--resume", path, "--steps", "4"]) == 0
     a, b = (load_arrays(d / method / "ckpt_last.npz") for d in (tmp_path / "a", tmp_path / "b"))
+    assert set(a) == set(b) and len(a) > 10
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=f"{method}: {k} differs after resume")
+    meta = train.load_checkpoint(path, np, arrays=False)["meta"]
+    assert meta["format"] == train.CHECKPOINT_FORMAT and meta["data"]["sha256"], meta
+
+
+@pytest.mark.parametrize("change,message", [
+    ("drop lr", "has no method_config field 'lr' (written by older code that did not have it)"),
+    ("add bogus", "has a method_config field 'bogus' that this code does not know"),
+    ("format 99", "has checkpoint format 99; this train.py reads format 2 (and 1)"),
+])
+def test_a_checkpoint_with_a_missing_or_unknown_field_is_refused(change, message, tmp_path,
+                                                                 capsys):
+    base = TINY + SMALL["eggroll"] + ["--eval_every", "2"]
+    assert run(base + ["--steps", "2", "--out", str(tmp_path)]) == 0
+    path = str(tmp_path / "eggroll" / "ckpt_last.npz")
+    if change == "drop lr":
+        as_format_1(path, drop=("lr",))
+    else:
+        ckpt = train.load_checkpoint(path, np)
+        if change == "add bogus":
+            ckpt["meta"]["method_config"]["bogus"] = 1
+        else:
+            ckpt["meta"]["format"] = 99
+        train.save_checkpoint(path, ckpt["params"], ckpt["state"], ckpt["meta"])
+    before = (tmp_path / "eggroll" / "ckpt_last.npz").read_bytes()
+    capsys.readouterr()
+    assert run(["--resume", path, "--steps", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert (tmp_path / "eggroll" / "ckpt_last.npz").read_bytes() == before
+
+
+def test_the_data_is_recorded_by_content_and_a_moved_file_resumes(tmp_path, capsys):
+    """A checkpoint records its data's size and SHA-256 beside its path: the file moved (the
+    recorded path gone), the run resumes from --data at the new place and ends bit-identical;
+    without --data the error names the file and its hash; a different file is refused."""
+    data = tmp_path / "d.txt"
+    data.write_bytes(train.load_bytes(train.DEFAULT_DATA)[:20000].tobytes())
+    base = TINY + SMALL["eggroll"] + ["--eval_every", "2", "--data", str(data)]
+    assert run(base + ["--steps", "4", "--out", str(tmp_path / "a")]) == 0
+    assert run(base + ["--steps", "2", "--out", str(tmp_path / "b")]) == 0
+    path = str(tmp_path / "b" / "eggroll" / "ckpt_last.npz")
+    record = train.load_checkpoint(path, np, arrays=False)["meta"]["data"]
+    assert record == {"path": str(data), "bytes": 20000, "sha256": hashlib.sha256(
+        data.read_bytes()).hexdigest()}
+    moved = tmp_path / "moved.txt"
+    os.rename(data, moved)
+    capsys.readouterr()
+    assert run(["--resume", path, "--steps", "4"]) == 2
+    err = capsys.readouterr().err
+    assert f"data file not found: {data} (the run trained on 20000 bytes" in err, err
+    other = tmp_path / "other.txt"
+    other.write_bytes(moved.read_bytes()[::-1])
+    assert run(["--resume", path, "--steps", "4", "--data", str(other)]) == 2
+    assert "is not the data this run trained on (20000 bytes" in capsys.readouterr().err
+    assert run(["--resume", path, "--steps", "4", "--data", str(moved)]) == 0
+    a, b = (load_arrays(d / "eggroll" / "ckpt_last.npz") for d in (tmp_path / "a", tmp_path / "b"))
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    fresh = train.load_checkpoint(str(tmp_path / "a" / "eggroll" / "ckpt_last.npz"), np,
+                                  arrays=False)["meta"]
+    default = TINY + SMALL["eggroll"] + ["--steps", "1", "--out", str(tmp_path / "c")]
+    assert run(default) == 0                  # the shipped file: recorded inside the repository
+    meta = train.load_checkpoint(str(tmp_path / "c" / "eggroll" / "ckpt_last.npz"), np,
+                                 arrays=False)["meta"]
+    assert meta["data"]["path"] == os.path.join("data", "tinyshakespeare.txt"), meta["data"]
+    assert fresh["commit"] and meta["format"] == train.CHECKPOINT_FORMAT
 
 
 def test_resume_between_evaluations_and_across_a_data_reset(tmp_path):
@@ -485,7 +566,7 @@ def test_threads_do_not_change_the_run(method, tmp_path, monkeypatch):
 def test_a_model_without_mlp_trains_resumes_and_keeps_its_shape(method, tmp_path):
     """--mlp_mult 0: the checkpoint holds no MLP, a resume takes the shape from the checkpoint
     (no flag) and continues bit-identically; a checkpoint written before the option existed
-    (no mlp_mult in its meta) resumes as the MLP 4D model it is."""
+    (format 1, no mlp_mult in its meta) resumes as the MLP 4D model it is."""
     base = TINY + SMALL[method] + ["--method", method, "--eval_every", "2"]
     assert run(base + ["--mlp_mult", "0", "--steps", "4", "--out", str(tmp_path / "a")]) == 0
     assert run(base + ["--mlp_mult", "0", "--steps", "2", "--out", str(tmp_path / "b")]) == 0
@@ -497,11 +578,8 @@ def test_a_model_without_mlp_trains_resumes_and_keeps_its_shape(method, tmp_path
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert run(base + ["--steps", "2", "--out", str(tmp_path / "c")]) == 0
     ckpt = tmp_path / "c" / method / "ckpt_last.npz"
-    with np.load(ckpt) as z:
-        arrays = {k: z[k] for k in z.files}
-    meta = json.loads(str(arrays.pop("meta")))
-    assert meta["run"].pop("mlp_mult") == meta["model"].pop("mlp_mult") == 4
-    np.savez(ckpt, meta=np.array(json.dumps(meta)), **arrays)
+    assert train.load_checkpoint(str(ckpt), np, arrays=False)["meta"]["run"]["mlp_mult"] == 4
+    as_format_1(str(ckpt), drop=("mlp_mult",))
     assert run(["--resume", str(ckpt), "--steps", "3"]) == 0
     assert "l0.mlp1" in train.load_checkpoint(str(ckpt), np)["params"]
 
