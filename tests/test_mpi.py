@@ -1,5 +1,6 @@
 """mpirun: one training run over K processes gives the 1-process run's checkpoints and log bit for
-bit, resumes at any K, refuses an uneven split, and never hangs when a rank dies.
+bit, resumes at any K (and after the whole job is killed), refuses an uneven split, and never
+hangs when a rank dies.
 
 These launch real `mpiexec -n K python train.py` jobs (tiny model, 3-4 steps). They need mpi4py
 and an MPI (.ci/run installs both); outside CI they skip without them, in CI they fail."""
@@ -9,8 +10,10 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -187,3 +190,32 @@ def test_readme_mpiexec_commands_run(tmp_path):
         job = mpirun(k, argv + ["--val_windows", "2", "--sample_bytes", "4"] +
                      ([] if "--out" in argv else ["--out", str(tmp_path / str(i))]), timeout=300)
         assert job.returncode == 0, (rest, job.stderr)
+
+
+def test_a_job_killed_after_an_evaluation_resumes_bit_for_bit(tmp_path):
+    """`mpiexec -n 2` SIGKILLed, every process at once (a lost machine): rank 0 had written
+    ckpt_last.npz and log.csv at the last evaluation, and a 1-process resume from them ends
+    with the checkpoints, log and sample of a 1-process run never killed."""
+    argv = TINY + SPLIT["eggroll"] + ["--steps", "300", "--eval_every", "10", "--log_every",
+                                      "5"]
+    out = tmp_path / "killed" / "eggroll"
+    job = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, "train.py"] + argv +
+                           ["--out", str(tmp_path / "killed")], cwd=ROOT,
+                           env=dict(os.environ, OPENBLAS_NUM_THREADS="1", MPLBACKEND="Agg"),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not any(r["val_bpb"] and int(r["step"]) >= 20 for r in
+                      train.read_log(str(out / "log.csv"))):
+            assert job.poll() is None and time.time() < deadline, "no evaluation at step 20"
+            time.sleep(0.01)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    assert not (out / "summary.json").exists()
+    step = train.load_checkpoint(str(out / "ckpt_last.npz"), np, arrays=False)["meta"]["step"]
+    assert 10 <= step < 300, step
+    assert alone(["--resume", str(out / "ckpt_last.npz")]) == 0
+    assert alone(argv + ["--out", str(tmp_path / "straight")]) == 0
+    assert_same_run(tmp_path / "straight" / "eggroll", out)

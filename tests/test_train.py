@@ -10,6 +10,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -67,6 +68,10 @@ def load_arrays(path):
     (["--method", "forward_forward", "--mlp_mult", "0"],
      "forward_forward trains each block's GRU and MLP: it needs --mlp_mult >= 1"),
     (["--data", "/nonexistent/file.txt"], "data file not found: /nonexistent/file.txt"),
+    (["--seed", str(2**32)], "argument --seed: must be below 2^32 = 4294967296 (the noise"),
+    (["--prompt", "ROMEO:"], "--prompt works only with --sample"),
+    (["--temperature", "0.5"], "--temperature works only with --sample"),
+    (["--reference", "results/nano_egg_cpu.csv"], "--reference works only with --compare"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path):
     code = run(argv + ["--out", str(tmp_path)])
@@ -74,6 +79,52 @@ def test_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path):
     assert code == 2, f"exit code {code} for {argv}"
     assert len(err.splitlines()) == 1 and message in err, f"stderr was: {err!r}"
     assert not os.listdir(tmp_path), "bad input must not write outputs"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--sample", "x.npz", "--steps", "3"], "--steps does nothing with --sample (it reads only"),
+    (["--sample", "x.npz", "--out", "o"], "--out does nothing with --sample"),
+    (["--compare", "o", "--seed", "1"], "--seed does nothing with --compare (it reads only "
+     "--compare, --reference)"),
+    (["--compare", "o", "--sample", "x.npz"], "--sample and --compare are two commands"),
+])
+def test_a_flag_that_does_nothing_in_its_command_is_an_error(argv, message, capsys):
+    assert run(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_an_unwritable_out_is_one_line_before_training(tmp_path, capsys):
+    """--out under a regular file (a directory cannot be made there, even as root)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert run(TINY + ["--out", str(blocker / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"cannot write to --out {blocker}" in err, err
+    assert blocker.read_text() == "not a directory"
+
+
+def test_a_live_run_holds_its_out_even_against_overwrite_and_a_dead_one_does_not(tmp_path,
+                                                                                 capsys):
+    """Another process holding OUT/eggroll/ (as a running train.py does) makes a second run
+    there fail in one line, --overwrite or not, with the holder's files untouched; once that
+    process is SIGKILLed the kernel has dropped its lock and the run goes ahead."""
+    out = tmp_path / "eggroll"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, train; "
+                               f"train.hold_out_dir({str(out)!r}); print('held', flush=True); "
+                               "time.sleep(120)"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for extra in ([], ["--overwrite"]):
+            assert run(TINY + ["--steps", "1", "--out", str(tmp_path)] + extra) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and "is in use by a run that is still going" in \
+                err, err
+        assert os.listdir(out) == []
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run(TINY + ["--steps", "1", "--out", str(tmp_path)]) == 0
 
 
 def test_too_short_data_names_file_and_minimum(capsys, tmp_path):
@@ -322,7 +373,9 @@ def test_resume_refuses_what_may_not_change_and_another_method(tmp_path, capsys)
     for flags, message in ((["--population", "32"], "--population 32: a resumed run keeps"),
                            (["--d_model", "32"], "--d_model 32: a resumed run keeps"),
                            (["--seed", "5"], "--seed 5: a resumed run keeps"),
-                           (["--method", "mezo"], "is a eggroll run, not mezo")):
+                           (["--method", "mezo"], "is a eggroll run, not mezo"),
+                           ([], "is at step 2 (0 s): --steps 2 leaves nothing to train"),
+                           (["--steps", "1"], "--steps 1 leaves nothing to train")):
         capsys.readouterr()
         assert run(["--resume", ckpt] + flags) == 2, flags
         err = capsys.readouterr().err.strip()
@@ -369,22 +422,24 @@ def test_a_run_without_matplotlib_writes_everything_but_the_plot(tmp_path, capsy
         f for f in train.OUTPUT_FILES if f != "loss.png")
 
 
-def test_ctrl_c_stops_after_the_step_saves_everything_and_resumes(tmp_path, monkeypatch, capsys):
-    """Ctrl-C during step 2 (a real SIGINT): the run finishes that step, stops, writes every
-    output (checkpoint at step 3, log, sample, summary) and exits 0; resuming it to 4 steps
-    gives the checkpoint of 4 straight steps."""
+@pytest.mark.parametrize("signum,name", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
+def test_ctrl_c_stops_after_the_step_saves_everything_and_resumes(signum, name, tmp_path,
+                                                                  monkeypatch, capsys):
+    """Ctrl-C (a real SIGINT) or SIGTERM (`timeout`, a scheduler) during step 2: the run
+    finishes that step, stops, writes every output (checkpoint at step 3, log, sample,
+    summary) and exits 0; resuming it to 4 steps gives the checkpoint of 4 straight steps."""
     base = TINY + SMALL["eggroll"] + ["--eval_every", "2", "--steps", "4"]
     assert run(base + ["--out", str(tmp_path / "a")]) == 0
     real_step = eggroll.step
 
     def interrupted_step(params, state, batch, t, *rest):
         if t == 2 and train.WORLD.rank == 0:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
         return real_step(params, state, batch, t, *rest)
     monkeypatch.setattr(eggroll, "step", interrupted_step)
     assert run(base + ["--out", str(tmp_path / "b")]) == 0
     captured = capsys.readouterr()
-    assert "stopped (Ctrl-C) at step 3" in captured.out and "Ctrl-C: stopping" in captured.err
+    assert f"stopped ({name}) at step 3" in captured.out and f"{name}: stopping" in captured.err
     monkeypatch.setattr(eggroll, "step", real_step)
     out = tmp_path / "b" / "eggroll"
     assert sorted(os.listdir(out)) == sorted(train.OUTPUT_FILES)
@@ -395,6 +450,50 @@ def test_ctrl_c_stops_after_the_step_saves_everything_and_resumes(tmp_path, monk
     b = load_arrays(out / "ckpt_last.npz")
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def wait_for_evaluation(log, step, process, timeout=120):
+    """Poll a running train.py's log.csv until it has the evaluation at `step`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        rows = train.read_log(str(log)) if os.path.exists(log) else []
+        if any(int(r["step"]) >= step and r["val_bpb"] for r in rows):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"no evaluation at step {step} in {log} (exit {process.poll()})")
+
+
+@pytest.mark.parametrize("method", ["eggroll", "backprop"])
+def test_a_killed_run_resumes_from_its_last_evaluation_bit_for_bit(method, tmp_path):
+    """A real `python train.py` SIGKILLed (no handler runs: the OOM killer, a lost machine)
+    after an evaluation: its ckpt_last.npz and log.csv are on disk from that evaluation;
+    `--resume` from the checkpoint alone ends with every array, the log's values and the
+    sample of a run never killed."""
+    flags = TINY + SMALL[method] + ["--method", method, "--steps", "300", "--eval_every", "10",
+                                    "--log_every", "5"]
+    killed = subprocess.Popen([sys.executable, "train.py"] + flags + ["--out", str(tmp_path /
+                              "b")], cwd=ROOT, stdout=subprocess.DEVNULL)
+    out = tmp_path / "b" / method
+    try:
+        wait_for_evaluation(out / "log.csv", 20, killed)
+    finally:
+        killed.kill()
+        assert killed.wait() == -signal.SIGKILL, "the run ended before it was killed"
+    assert not (out / "summary.json").exists()
+    meta = train.load_checkpoint(str(out / "ckpt_last.npz"), np, arrays=False)["meta"]
+    # the log is written before the checkpoint: killed between the two, the checkpoint is the
+    # previous evaluation's and the resume drops the log's rows past it
+    assert 10 <= meta["step"] < 300 and meta["step"] % 10 == 0, meta["step"]
+    assert run(["--resume", str(out / "ckpt_last.npz")]) == 0
+    assert run(flags + ["--out", str(tmp_path / "a")]) == 0
+    a, b = (load_arrays(d / method / "ckpt_last.npz") for d in (tmp_path / "a", tmp_path / "b"))
+    assert set(a) == set(b) and len(a) > 10
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=f"{method}: {k}")
+    assert same_log(tmp_path / "a" / method, out)
+    assert len(train.read_log(str(out / "log.csv"))) == 300 // 5 + 1
+    assert (tmp_path / "a" / method / "sample.txt").read_bytes() == \
+        (out / "sample.txt").read_bytes()
 
 
 def test_corrupt_or_mismatched_checkpoint_is_refused_and_nothing_overwritten(tmp_path, capsys):
