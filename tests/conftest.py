@@ -1,4 +1,5 @@
-"""Shared fixtures: `xp` runs a backend test on NumPy and, where a GPU is usable, on CuPy."""
+"""Shared fixtures: `xp` runs a backend test on NumPy and on CuPy: the real one where a GPU is
+usable, else tests/strict_cupy.py, a strict stand-in that runs the CuPy branches on the CPU."""
 import os
 import sys
 
@@ -12,6 +13,7 @@ import pytest  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import int_rnn_lm as lm  # noqa: E402
+import strict_cupy  # noqa: E402
 import train  # noqa: E402
 
 GPU = train.gpu_usable()
@@ -22,18 +24,17 @@ ONE = train.ONE_PROCESS   # the one-process world the methods take
 def xp(request):
     if request.param == "numpy":
         return np
-    if not GPU:
-        pytest.skip("cupy: no usable GPU")
-    import cupy
-    return cupy
+    return request.getfixturevalue("cupy_or_skip")
 
 
 @pytest.fixture
-def cupy_or_skip():
-    if not GPU:
-        pytest.skip("cupy: no usable GPU")
-    import cupy
-    return cupy
+def cupy_or_skip(monkeypatch):
+    """CuPy on a usable GPU; elsewhere the stand-in, installed as `cupy` for this test. (The
+    name stays from when CPU-only machines skipped these tests.)"""
+    if GPU:
+        import cupy
+        return cupy
+    return strict_cupy.install(monkeypatch)
 
 
 def fd_max_rel_error(loss_fn, params, grads, h=1e-6):
