@@ -49,7 +49,9 @@ import json
 import math
 import platform
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -176,6 +178,9 @@ def build_parser(method=None):
     p.add_argument("--resume", default="", metavar="CKPT", help="continue the run of a "
                    "ckpt_*.npz, with its method and configuration (--data: the same bytes "
                    "elsewhere)")
+    p.add_argument("--hosts", default="", metavar="H1,H2[:N]",
+                   help="run this command as one MPI job over these hosts, N processes on a "
+                        "host (default 1): mpiexec -hosts ... (README \"Scaling out\")")
     p.add_argument("--budget_s", type=positive_float, default=None,
                    help="stop after this many seconds of training; without --steps the run "
                         "goes on until then")
@@ -406,13 +411,25 @@ def data_record(path, data):
             "sha256": hashlib.sha256(data.tobytes()).hexdigest()}
 
 
-def check_same_data(record, path, data):
-    """A resumed run must read the bytes it trained on."""
-    if "sha256" in record and (record["bytes"] != len(data) or
-                               record["sha256"] != data_record(path, data)["sha256"]):
-        raise ValueError(f"{path} is not the data this run trained on ({record['bytes']} "
-                         f"bytes, sha256 {record['sha256'][:16]}...): give --data the file it "
+def check_same_data(trained, record, path):
+    """A resumed run must read the bytes it trained on (format-1 checkpoints did not record
+    them)."""
+    if "sha256" in trained and (trained["bytes"], trained["sha256"]) != (record["bytes"],
+                                                                         record["sha256"]):
+        raise ValueError(f"{path} is not the data this run trained on ({trained['bytes']} "
+                         f"bytes, sha256 {trained['sha256'][:16]}...): give --data the file it "
                          f"trained on")
+
+
+def check_data_agrees(record, world):
+    """Under mpirun each host reads its own copy of the data file: every process must hold the
+    same bytes (a wrong copy would otherwise show only as diverged parameters later)."""
+    every = world.allgather_object((socket.gethostname(), record["sha256"]))
+    for host, digest in every:
+        if digest != every[0][1]:
+            raise ValueError(f"the data file {record['path']} on host {host} differs from rank "
+                             f"0's on {every[0][0]} (sha256 {digest[:12]}... vs "
+                             f"{every[0][1][:12]}...): copy the same file to every host")
 
 
 def split_train_val(data):
@@ -509,6 +526,10 @@ class OneProcess:
         """Rank 0's value in every process."""
         return value
 
+    def allgather_object(self, value):
+        """[every process's value], in rank order (small Python objects: names, digests)."""
+        return [value]
+
     def gather_rows(self, x, axis):
         """Rank 0 gets the processes' pieces joined along `axis` (the others: None)."""
         return x
@@ -542,6 +563,9 @@ class MPIWorld(OneProcess):
 
     def bcast(self, value):
         return self.comm.bcast(value, root=0)
+
+    def allgather_object(self, value):
+        return self.comm.allgather(value)
 
     def gather_rows(self, x, axis):
         pieces = self.comm.gather(lm.to_numpy(x), root=0)
@@ -584,6 +608,46 @@ def join_world():
     except Exception:   # no CuPy or no GPU: the processes run on the CPU
         pass
     return WORLD
+
+
+def launch_on_hosts(args):
+    """`python train.py --hosts h1,h2 ...`: the same command as one MPI job over those hosts,
+    `mpiexec -hosts h1,h2 -n K python train.py ...` (MPICH's hydra reaches the hosts by ssh, or
+    by the program HYDRA_LAUNCHER_EXEC names). MPI ends the whole job when a host is lost, and
+    its launcher says so in lines of its own; this process, outside the job, says it in one
+    line naming the checkpoint to resume from (rank 0 wrote it at the last evaluation)."""
+    mpiexec = shutil.which("mpiexec")
+    if mpiexec is None:
+        fail("--hosts needs MPICH's mpiexec: pip install mpi4py mpich")
+    if WORLD.size > 1:
+        fail("--hosts starts mpiexec itself: run it without mpiexec")
+    try:
+        k = sum(int(host.partition(":")[2] or 1) for host in args.hosts.split(","))
+    except ValueError:
+        fail(f"--hosts {args.hosts}: expected HOST[:N],HOST[:N],...")
+    argv = [a for i, a in enumerate(args.argv) if not a.startswith("--hosts")
+            and not (i > 0 and args.argv[i - 1] == "--hosts")]
+    job = subprocess.Popen([mpiexec, "-hosts", args.hosts, "-n", str(k), sys.executable,
+                            os.path.abspath(__file__)] + argv, stderr=subprocess.PIPE,
+                           text=True)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)       # the job has Ctrl-C from the terminal
+    signal.signal(signal.SIGTERM, lambda signum, frame: job.terminate())
+    launcher = []
+    for line in job.stderr:                            # the processes' own lines pass through
+        if re.match(r"\[(mpiexec|proxy)[@:]", line):
+            launcher.append(line)
+        else:
+            sys.stderr.write(line)
+    code = job.wait()
+    if code == 0 or not launcher:                      # done, or train.py's own error line
+        return code
+    ckpt = os.path.join(output_dir(args), "ckpt_last.npz")
+    step = (f"step {load_checkpoint(ckpt, np, arrays=False)['meta']['step']}"
+            if os.path.exists(ckpt) else "not written yet")
+    print(f"train.py: error: the job lost a host or a process (mpiexec exited {code}); its "
+          f"last checkpoint is {ckpt} ({step}): continue on the hosts that are left with "
+          f"python train.py --hosts HOSTS --resume {ckpt}", file=sys.stderr, flush=True)
+    return 3
 
 
 def shard(state, method, world):
@@ -972,11 +1036,18 @@ def check_out_dir(out_dir, resume, overwrite):
         os.remove(os.path.join(out_dir, f))
 
 
+def output_dir(args):
+    """OUT/<method>/, or a resumed run's own directory."""
+    if args.resume and not args.out:
+        return os.path.dirname(os.path.abspath(args.resume))
+    return os.path.join(args.out or "out", args.method)
+
+
 def set_up(argv):
     """Command line, device, data, model and method state (or a checkpoint's): a Run."""
     world = join_world()
     args, method, ckpt = parse_args(argv)
-    if args.compare or args.sample:
+    if args.compare or args.sample or args.hosts:
         return args, None
     splits = hasattr(method, "check_split")           # the method can run under mpirun
     try:
@@ -991,20 +1062,21 @@ def set_up(argv):
         if splits:
             method.check_split(cfg, world.size)
         if ckpt and not os.path.isfile(data_path):
-            record = ckpt["meta"]["data"]
+            trained = ckpt["meta"]["data"]
             raise ValueError(f"data file not found: {data_path}" + (
-                f" (the run trained on {record['bytes']} bytes with sha256 "
-                f"{record['sha256'][:16]}...: give --data that file)" if "sha256" in record
+                f" (the run trained on {trained['bytes']} bytes with sha256 "
+                f"{trained['sha256'][:16]}...: give --data that file)" if "sha256" in trained
                 else " (give --data the file the run trained on)"))
         data = load_bytes(data_path)
+        record = data_record(data_path, data)
         if ckpt:
-            check_same_data(ckpt["meta"]["data"], data_path, data)
+            check_same_data(ckpt["meta"]["data"], record, data_path)
+        check_data_agrees(record, world)
         check_data_size(data, data_path, method.num_sequences(cfg), run["seq_len"],
                         run["val_len"])
     except ValueError as e:
         fail(str(e))
-    out_dir = (os.path.dirname(os.path.abspath(args.resume)) if ckpt and not args.out
-               else os.path.join(args.out or "out", args.method))
+    out_dir = output_dir(args)
     error = None
     if world.rank == 0:                                  # rank 0 alone writes files
         try:
@@ -1017,7 +1089,7 @@ def set_up(argv):
     train_bytes, val_bytes = split_train_val(data)
     params = lm.init_params(mcfg, seed, xp)
     r = Run(args=args, method=method, world=world, xp=xp, device=device, run=run, mcfg=mcfg,
-            cfg=cfg, seed=seed, data=data_path, data_record=data_record(data_path, data),
+            cfg=cfg, seed=seed, data=data_path, data_record=record,
             out_dir=out_dir,
             stream=TrainStream(train_bytes, method.num_sequences(cfg), run["seq_len"], xp),
             windows=val_windows(val_bytes, run["val_windows"], run["val_len"], xp),
@@ -1172,6 +1244,8 @@ def ask_to_stop(signum, frame):
 
 def run_command(argv):
     args, r = set_up(argv)
+    if args.hosts:
+        return launch_on_hosts(args)
     if r is None:
         return compare(args.compare, args.reference) if args.compare else sample_checkpoint(args)
     r.t0 = time.time()

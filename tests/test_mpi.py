@@ -11,6 +11,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -158,6 +159,31 @@ def step(params, state, batch, t, *rest, **kw):
 eggroll.step = step
 sys.exit(train.train(sys.argv[1:]))
 """
+
+
+RANK_1_OTHER_DATA = """
+import sys, train
+real = train.load_bytes
+def load_bytes(path):
+    data = real(path).copy()
+    if train.WORLD.rank == 1:
+        data[100] ^= 1                         # its host's copy of the file differs in one bit
+    return data
+train.load_bytes = load_bytes
+sys.exit(train.train(sys.argv[1:]))
+"""
+
+
+def test_a_host_whose_data_differs_is_refused_naming_it(tmp_path):
+    """Each host reads its own copy of the data: one bit off on rank 1 and the run stops before
+    training, in one line naming that host."""
+    argv = TINY + SPLIT["eggroll"] + ["--steps", "2", "--out", str(tmp_path)]
+    job = mpirun(2, argv, script=RANK_1_OTHER_DATA, timeout=60)
+    err = job.stderr.strip()
+    assert job.returncode == 2 and len(err.splitlines()) == 1, (job.returncode, err)
+    assert f"data/tinyshakespeare.txt on host {socket.gethostname()} differs from rank 0's" \
+        in err, err
+    assert not os.path.exists(tmp_path / "eggroll" / "ckpt_last.npz")
 
 
 def test_a_rank_that_dies_ends_the_job(tmp_path):
