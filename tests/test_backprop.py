@@ -1,7 +1,7 @@
 """Tests for backprop.py: the hand-written BPTT gradient against finite differences (saturated
 clips and a carried state included), the float twin against the integer model, the int8
-deployment score, the tape's byte count, the carried state, learning, config checks and (with a
-GPU) cupy == numpy.
+deployment score, the tape's byte count, the carried state, learning, config checks and cupy ==
+numpy (on the stand-in tests/strict_cupy.py where no GPU is usable).
 
 $ python -m pytest tests/test_backprop.py -q
 """

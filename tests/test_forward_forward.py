@@ -1,5 +1,6 @@
 """Tests for forward_forward.py: hand gradients vs finite differences, locality of the layer
-updates, normalisation, the toy demo's accuracy, determinism and (with a GPU) cupy == numpy.
+updates, normalisation, the toy demo's accuracy, determinism and cupy == numpy (on
+the stand-in tests/strict_cupy.py where no GPU is usable).
 
 $ python -m pytest tests/test_forward_forward.py -q
 """
@@ -124,10 +125,8 @@ def test_determinism():
     assert ff.evaluate(la, ra, cfg) == ff.evaluate(lb, rb, cfg)
 
 
-def test_cupy_step_matches_numpy():
-    cupy = pytest.importorskip("cupy")
-    if not cupy.cuda.is_available():
-        pytest.skip("cupy installed but no usable GPU")
+def test_cupy_step_matches_numpy(cupy_or_skip):
+    cupy = cupy_or_skip
     cfg = replace(ff.ToyConfig(), hidden=(32, 32))
     layers, opts, x_pos, x_neg = toy_setup(cfg)
     layers_g = [{k: cupy.asarray(v) for k, v in layer.items()} for layer in layers]
