@@ -229,6 +229,14 @@ def int_matmul(x, w):
     return out.reshape(*x.shape[:-1], w.shape[0])
 
 
+def matmul_path(xp):
+    """The exact integer matmul int_matmul takes on backend xp for this model's shapes (every
+    dimension is a multiple of 16, so on a GPU always the int8 GEMM): train.py prints it."""
+    if xp is not np:
+        return "cuBLAS int8 GEMM, int32 accumulate"
+    return f"float32 BLAS GEMM, exact (n <= {EXACT_F32_MAX_N} a GEMM)"
+
+
 def int_matmul_split(x, w):
     """Exact x @ w.T for int8-valued x (B, n) and int8 w (m, n), n > 1040 -> int32 (B, m),
     in float32 (llm.c's way: the plain path above, the fitting one beside it).

@@ -95,7 +95,7 @@ def direction(seed, t, j, pid, shape, cfg, xp):
 
     Rounded half away from zero on |v|, so delta is exactly as symmetric as v (a plain >> would
     floor, giving delta a mean of -1/2: a bias along the all-ones direction)."""
-    v = lm.wide(lm.noise_int8(lm.stream_key(seed, NOISE_TAG, t, pid), xp.asarray([j]),
+    v = lm.wide(lm.noise_int8(lm.stream_key(seed, NOISE_TAG, t, pid), xp.arange(j, j + 1),
                               int(np.prod(shape)), xp)[0])              # (m n,) ~ 16 N(0, 1)
     half = (1 << cfg.eps_shift) >> 1
     return (xp.sign(v) * ((xp.abs(v) + half) >> cfg.eps_shift)).reshape(shape)  # |delta| <= 69
@@ -146,7 +146,7 @@ def projected_grads_int(params, mcfg, tokens, hidden, seed, t, cfg, directions):
     each ((L, S, D) int32; the next carried state is the mean over all 2n of them)."""
     xp = lm.backend_of(tokens)
     n_bytes = tokens.shape[0] * (tokens.shape[1] - 1)                      # S T
-    rows = []
+    sums, rail_counts = [], []                                             # on the device
     state_sum = xp.zeros(hidden.shape, dtype=xp.int32)                     # (L, S, D)
     for j in directions:
         rails = perturb_int_(params, +1, seed, t, j, cfg, mcfg, {})       # line 2: θ + δ
@@ -155,12 +155,15 @@ def projected_grads_int(params, mcfg, tokens, hidden, seed, t, cfg, directions):
         lp_minus, h_minus = lm.sequence_logprob(params, mcfg, tokens, hidden, None,
                                                 cfg.time_chunk)
         perturb_int_(params, 0, seed, t, j, cfg, mcfg, rails)             # line 4: exactly θ
-        # Eq. 6 in 1/256 bit, exact Python ints. note: a CPU-GPU sync point (pg is a host scalar)
-        loss_plus, loss_minus = -int(lp_plus.sum()), -int(lp_minus.sum())
-        rows.append(((loss_plus - loss_minus) / (2 * lm.LOGP_UNIT * n_bytes),  # line 5, Eq. 7
-                     (loss_plus + loss_minus) / (2 * lm.LOGP_UNIT * n_bytes),
-                     sum(len(idx) for idx, _ in rails.values())))
+        sums.append(xp.stack([-lp_plus.sum(), -lp_minus.sum()]))          # ℓ+, ℓ- (int64)
+        rail_counts.append(sum(len(idx) for idx, _ in rails.values()))
         state_sum += lm.wide(h_plus) + lm.wide(h_minus)
+    # Eq. 6 in 1/256 bit, exact Python ints: one copy to the host for all the directions (on
+    # a GPU the step's one sync point: pg is a host scalar)
+    rows = [((plus - minus) / (2 * lm.LOGP_UNIT * n_bytes),               # line 5, Eq. 7
+             (plus + minus) / (2 * lm.LOGP_UNIT * n_bytes), rails)
+            for (plus, minus), rails in zip(lm.to_numpy(xp.stack(sums)).tolist(), rail_counts)] \
+        if sums else []
     return np.array(rows, dtype=np.float64).reshape(-1, 3), state_sum
 
 # -----------------------------------------------------------------------------

@@ -248,9 +248,13 @@ def noprop_train_step(params, opt, x, y, sched, step, cfg, seed, learn_embed):
         adamw(params["head"], grads, opt["head"], sub, cfg)
         if learn_embed:  # in place: the next block already sees the updated E
             adamw(params["E"], {"E": g_E + grads["E"]}, opt["E"], sub, cfg)
-        losses.append(float(loss))  # note: a CPU-GPU sync point on cupy
-        ces.append(float(ce))
-    return {"block": losses, "ce": float(np.mean(ces)), "kl": float(kl)}
+        losses.append(loss)
+        ces.append(ce)
+    # the T block losses, T CEs and the last KL in one copy to the host (on a GPU, the step's
+    # one sync point for them)
+    host = lm.to_numpy(xp.stack(losses + ces + [kl])).tolist()
+    T = cfg.T
+    return {"block": host[:T], "ce": float(np.mean(host[T:2 * T])), "kl": host[-1]}
 
 
 def noprop_chain(params, x, sched, rng=None):

@@ -1099,7 +1099,8 @@ def set_up(argv):
     lm.set_threads(threads if device == "cpu" else 1)
     r.say(f"backend: {xp.__name__} ({device}) | processes {world.size}"
           f"{f' | threads {threads}' if device == 'cpu' else ''} | method {args.method} | "
-          f"model {model_name(mcfg)} ({lm.count_params(mcfg):,} int8 params)")
+          f"model {model_name(mcfg)} ({lm.count_params(mcfg):,} int8 params) | int matmul: "
+          f"{lm.matmul_path(xp)}")
     r.say(f"config: {json.dumps(dataclasses.asdict(cfg))}")
     r.say(f"run: {json.dumps(run)}")
     r.say("baselines (val bits/byte): " + ", ".join(f"{k} {v:.3f}" for k, v in

@@ -125,19 +125,18 @@ def test_int_matmul_falls_back_to_float_where_cublas_cannot(cp):
 #   eggroll, es_naive, mezo: 3 copies in step 1 only, int_rnn_lm's lookup tables;
 #   eggroll, es_naive: no round-trip, but with --signal zscore the integer rms of the fitness
 #     differences, int() (eggroll.py:176, es_naive.py:163);
-#   mezo, per direction: 13 flatnonzero (the rails, one per tensor: their count lives on the
-#     device) and the two int() of the losses; 39 + 13 copies of a one-element
-#     `xp.asarray([j])` (mezo.py:98: the three perturbations' directions, and the update's);
+#   mezo: per direction 13 flatnonzero (the rails, one per tensor: an index array's size is
+#     known only on the host), and one copy of every direction's two losses per step;
 #   forward_forward: float(beta), float() of the readout, goodness and two FF losses, and the
 #     stats neg_kept and beta; 3 copies of host-drawn indices and uniforms;
-#   noprop: float() of each block's loss and CE (2 T), and the KL; 2 T copies of host-drawn
-#     normals (both backends draw the same noise on the host);
+#   noprop: one copy of the blocks' losses, CEs and the KL; 2 T copies of host-drawn normals
+#     (both backends draw the same noise on the host);
 #   backprop (no golden run: its CPU defaults, 3 steps): none.
 # The test asserts at most the measured count + MARGIN.
 PER_STEP = {"eggroll": (0, 3), "eggroll_threshold": (0, 3), "eggroll_independent": (1, 3),
             "es_naive": (0, 3), "es_naive_sgd": (0, 3), "es_naive_independent": (1, 3),
-            "mezo": (15, 55), "mezo_2dirs": (30, 107), "forward_forward": (7, 3),
-            "noprop": (21, 20), "backprop": (0, 0)}
+            "mezo": (14, 3), "mezo_2dirs": (27, 3), "forward_forward": (7, 3),
+            "noprop": (1, 20), "backprop": (0, 0)}
 MARGIN = 2
 
 
@@ -211,3 +210,15 @@ def test_resume_and_sample_through_the_cupy_branches(cp, tmp_path, capsysbinary)
                             "--device", device]) == 0
         samples.append(capsysbinary.readouterr().out)
     assert samples[0] == samples[1] and samples[0].startswith(b"ROMEO:"), samples
+
+
+def test_a_gpu_run_says_it_takes_the_int8_gemm(cp, tmp_path, capsys):
+    """train.py names the integer matmul a run takes; on the device it is cuBLAS's int8 GEMM,
+    and the forward does call it (the stand-in's count)."""
+    before = strict_cupy.counts["int8_gemms"]
+    argv = ["--device", "cuda", "--d_model", "16", "--seq_len", "8", "--val_windows", "2",
+            "--val_len", "16", "--population", "8", "--group_size", "2", "--steps", "1",
+            "--out", str(tmp_path)]
+    assert train.train(argv) == 0
+    assert "| int matmul: cuBLAS int8 GEMM, int32 accumulate" in capsys.readouterr().out
+    assert strict_cupy.counts["int8_gemms"] > before
