@@ -21,7 +21,9 @@ It counts, in `counts`:
   * "uploads": host -> device copies (`asarray` of host data, a host array as an index or as
     the values assigned to an array index);
   * "int8_gemms": calls of `cublas_int8_tn`, which `install` puts in place of
-    `int_rnn_lm._cublas_int8_tn` (the cuBLAS int8 GEMM) with the same exact integers.
+    `int_rnn_lm._cublas_int8_tn` (the cuBLAS int8 GEMM) with the same exact integers;
+  * "ops": array operations (functions, operators, methods): about the kernels a GPU would
+    launch (CuPy fuses none of them), for the GPU plan in .ci/gpu.
 
 What it cannot show (CUDA kernels, cuBLAS itself, CuPy's own dtype promotion, device memory
 and timing) stays for the real GPU check (.ci/gpu)."""
@@ -29,7 +31,7 @@ import sys
 
 import numpy as np
 
-counts = {"syncs": 0, "uploads": 0, "int8_gemms": 0}
+counts = {"syncs": 0, "uploads": 0, "int8_gemms": 0, "ops": 0}
 
 IMPLICIT = ("Implicit conversion to a NumPy array is not allowed. "
             "Please use `.get()` to construct a NumPy array explicitly.")
@@ -76,6 +78,7 @@ def wrap(r):
 
 def call(f, *args, **kwargs):
     """f on the unwrapped arguments, its result wrapped; an `out=` array is returned as is."""
+    counts["ops"] += 1
     r = f(*unwrap(args), **unwrap(kwargs))
     out = kwargs.get("out")
     return out if isinstance(out, ndarray) else wrap(r)
