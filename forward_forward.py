@@ -165,11 +165,9 @@ def ff_forward(layers, x, eps):
     return hs
 
 
-def ff_goodness(layers, x, eps, skip_first=True):
-    """[scan] goodness summed over layers (skipping layer 1, which sees the label raw)."""
-    hs = ff_forward(layers, x, eps)
-    hs = hs[1:] if skip_first else hs
-    return sum((h * h).sum(axis=1) for h in hs)                  # (B,)
+def ff_goodness(layers, x, eps):
+    """[scan] goodness summed over layers 2.. (layer 1 sees the label raw)."""
+    return sum((h * h).sum(axis=1) for h in ff_forward(layers, x, eps)[1:])   # (B,)
 
 
 def ff_features(layers, x, eps):

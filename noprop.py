@@ -78,7 +78,6 @@ from dataclasses import dataclass
 import numpy as np
 
 import int_rnn_lm as lm
-from forward_forward import make_toy_task   # the same toy task, so the two local methods compare
 
 # host generators keyed by (seed, purpose, ...): the purposes
 INIT, TASK, SHUFFLE, BLOCK_NOISE, HEAD_NOISE, EVAL, Z0_DRAWS = 0, 1, 2, 4, 5, 6, 7
@@ -447,6 +446,24 @@ class ToyConfig:
     pixel_noise: float = 0.3           # std of the Gaussian noise added to every pixel
     n_train: int = 5000                # training examples
     n_test: int = 2000                 # test examples
+
+
+def make_toy_task(cfg, split):
+    """forward_forward.py's toy task, the same examples (same keys; a test checks), so that the
+    two local methods compare and each file runs alone: "noisy prototype digits", each class
+    n_modes random binary pixel patterns, an example one of them with flipped pixels and
+    Gaussian noise, after a blank border of C features (FF writes its label there; NoProp
+    leaves it blank). split: 0 train, 1 test."""
+    C, P = cfg.n_classes, cfg.n_features - cfg.n_classes
+    protos = make_rng(cfg.seed, TASK).random((C, cfg.n_modes, P)) < 0.5  # (C, M, P) shared
+    rng = make_rng(cfg.seed, TASK, split)
+    n = cfg.n_train if split == 0 else cfg.n_test
+    y = rng.integers(0, C, n)                                     # (n,)
+    mode = rng.integers(0, cfg.n_modes, n)                        # (n,)
+    pixels = protos[y, mode] ^ (rng.random((n, P)) < cfg.flip_prob)  # (n, P)
+    x = np.zeros((n, cfg.n_features), dtype=np.float32)           # (n, D)
+    x[:, C:] = pixels + cfg.pixel_noise * rng.standard_normal((n, P))
+    return x, y
 
 
 def init_params(cfg, D, xp):

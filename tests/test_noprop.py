@@ -344,3 +344,14 @@ def test_features_are_the_reservoir_baselines():
     _, _, acts = lm.forward(params, mcfg, tokens[:, :-1], lm.zero_hidden(mcfg, len(tokens)),
                             return_activations=True)
     np.testing.assert_array_equal(noprop.features(acts), forward_forward.features(acts))
+
+
+def test_the_toy_task_is_forward_forwards():
+    """noprop.py carries its own copy of the toy task (each method file runs alone); it must
+    give forward_forward.py's examples, so that the two local methods compare."""
+    import forward_forward
+    for split in (0, 1):
+        x, y = noprop.make_toy_task(noprop.ToyConfig(), split)
+        x_ff, y_ff = forward_forward.make_toy_task(forward_forward.ToyConfig(), split)
+        np.testing.assert_array_equal(y, y_ff)
+        np.testing.assert_array_equal(x, x_ff)
