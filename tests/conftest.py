@@ -2,6 +2,7 @@
 usable, else tests/strict_cupy.py, a strict stand-in that runs the CuPy branches on the CPU."""
 import os
 import sys
+import time
 
 # many small matmuls: one BLAS thread avoids oversubscribing a busy 2-core machine (set before
 # numpy loads; an explicit setting in the environment wins)
@@ -60,6 +61,17 @@ def fd_max_rel_error(loss_fn, params, grads, h=1e-6):
         assert np.abs(fd).max() > 0, f"{k}: the finite difference is 0 everywhere"
         worst = max(worst, np.abs(fd - g).max() / np.abs(fd).max())
     return worst
+
+
+def wait_for_evaluation(log, step, process, timeout=120):
+    """Poll a running train.py's log.csv until it has the evaluation at `step`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        rows = train.read_log(str(log)) if os.path.exists(log) else []
+        if any(int(r["step"]) >= step and r["val_bpb"] for r in rows):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"no evaluation at step {step} in {log} (exit {process.poll()})")
 
 
 # a quadratic with a known gradient, for the SPSA and ES estimator tests

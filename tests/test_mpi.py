@@ -14,12 +14,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 import train
+from conftest import wait_for_evaluation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MPIEXEC = shutil.which("mpiexec") or shutil.which("mpirun")
@@ -231,11 +231,7 @@ def test_a_job_killed_after_an_evaluation_resumes_bit_for_bit(tmp_path):
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)
     try:
-        deadline = time.time() + 120
-        while not any(r["val_bpb"] and int(r["step"]) >= 20 for r in
-                      train.read_log(str(out / "log.csv"))):
-            assert job.poll() is None and time.time() < deadline, "no evaluation at step 20"
-            time.sleep(0.01)
+        wait_for_evaluation(out / "log.csv", 20, job)
     finally:
         os.killpg(job.pid, signal.SIGKILL)
         job.wait()

@@ -10,7 +10,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ import pytest
 import eggroll
 import int_rnn_lm as lm
 import train
+from conftest import wait_for_evaluation
 
 TINY = ["--device", "cpu", "--d_model", "16", "--n_layers", "1", "--seq_len", "16",
         "--val_windows", "4", "--val_len", "32", "--log_every", "1", "--sample_bytes", "8"]
@@ -454,17 +454,6 @@ def test_ctrl_c_stops_after_the_step_saves_everything_and_resumes(signum, name, 
     assert set(a) == set(b) and len(a) > 1, sorted(set(a) ^ set(b))
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-
-
-def wait_for_evaluation(log, step, process, timeout=120):
-    """Poll a running train.py's log.csv until it has the evaluation at `step`."""
-    deadline = time.time() + timeout
-    while time.time() < deadline and process.poll() is None:
-        rows = train.read_log(str(log)) if os.path.exists(log) else []
-        if any(int(r["step"]) >= step and r["val_bpb"] for r in rows):
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"no evaluation at step {step} in {log} (exit {process.poll()})")
 
 
 @pytest.mark.parametrize("method", ["eggroll", "backprop"])
