@@ -76,7 +76,7 @@ def test_scalars_mix_and_numpy_functions_dispatch_as_in_cupy(cp):
 
 def test_counts_host_round_trips_and_uploads(cp):
     a = cp.asarray(np.arange(6).reshape(2, 3))          # one upload
-    assert strict_cupy.counts == {"syncs": 0, "uploads": 1, "int8_gemms": 0}
+    assert strict_cupy.counts == {"syncs": 0, "uploads": 1, "int8_gemms": 0, "ops": 0}
     s = a.sum()
     assert isinstance(s, strict_cupy.ndarray) and s.shape == ()    # reductions stay on device
     int(s), float(a[0, 0]), bool(s > 0), a.get(), a[0, 1].item(), a.tolist(), a[a > 2]
