@@ -314,6 +314,9 @@ class Config:
     adam_eps: float = 1e-8    # Adam denominator epsilon (int8 units)
 
 
+# the training loss step() reports, named by what it is (log.csv column, progress line)
+LOSS = "train_bpb"   # the float twin's bits/byte on the step's windows
+
 # train.py's run on each device: its own settings (steps, seq_len, ...) and Config overrides.
 # CPU: rows, seq_len and lr from a sweep at equal bytes confirmed by 2-minute runs (the lab
 # notebook); 5500 steps take about 2 minutes on 2 cores. GPU: more windows per step (unmeasured).
@@ -377,7 +380,7 @@ def step(params, state, batch, t, cfg, mcfg, seed, world):
     for v in w.values():
         xp.clip(v, -127.0, 127.0, out=v)                 # departure: kept in the int8 range
     grad_norm = xp.sqrt(sum((g * g).sum() for g in grads.values()))
-    stats = {"loss": loss, "member_tokens": S * T, "grad_norm": grad_norm}   # device scalars
+    stats = {LOSS: loss, "member_tokens": S * T, "grad_norm": grad_norm}   # device scalars
     return {k: quantise(v) for k, v in w.items()}, state, stats
 
 

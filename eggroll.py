@@ -287,6 +287,9 @@ class Config:
     sampling: Literal["antithetic", "independent"] = "independent"  # +-E_k pairs, or E_k per member
 
 
+# the training loss step() reports, named by what it is (log.csv column, progress line)
+LOSS = "population_bpb"   # the members' mean bits/byte on the step's windows
+
 # train.py's run on each device: its own settings (steps, seq_len, ...) and Config overrides.
 # The CPU run takes about 2 minutes on 2 cores; results/README.md has the runs behind both.
 DEFAULTS = {"cpu": dict(steps=1100, seq_len=25, eval_every=100, log_every=20),
@@ -367,7 +370,7 @@ def step(params, state, batch, t, cfg, mcfg, seed, world):
     T = tokens.shape[1] - 1
     alpha = alpha_schedule(t, cfg, T)
     params, state, moved = update(params, dict(state, hidden=hidden), F, noise, alpha, cfg)
-    stats = {"loss": -fitness.mean() / (lm.LOGP_UNIT * T),          # population bits/byte
+    stats = {LOSS: -fitness.mean() / (lm.LOGP_UNIT * T),          # population bits/byte
              "member_tokens": cfg.population * T, "alpha": alpha,
              "moved": moved, "ties": (F == 0).mean()}              # device scalars: no sync
     return params, state, stats

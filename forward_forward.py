@@ -416,6 +416,9 @@ class Config:
     reservoir: bool = False   # baseline: train only the readout; the LM stays at its init
 
 
+# the training loss step() reports, named by what it is (log.csv column, progress line)
+LOSS = "readout_bpb"   # the readout's cross-entropy on the step's windows, bits/byte
+
 # train.py's run on each device. CPU: a step is cheap (one scan, one batched negative step,
 # small local updates), so the 2-minute run takes many small steps. GPU: more windows per step.
 DEFAULTS = {"cpu": dict(steps=700, eval_every=100, log_every=20), "cuda": dict(rows=256)}
@@ -496,7 +499,7 @@ def step(params, state, batch, t, cfg, mcfg, seed, world):
     ce, grads = readout_loss_and_grads(readout_view(state), features(acts), y.reshape(-1))
     moments = {"m": readout_view(state, "adam_m."), "v": readout_view(state, "adam_v.")}
     lm.adam_step(readout_view(state), grads, moments, t + 1, cfg.readout_lr)
-    stats = {"loss": float(ce) / math.log(2), "member_tokens": S * T}  # readout bits/byte
+    stats = {LOSS: float(ce) / math.log(2), "member_tokens": S * T}  # readout bits/byte
     if cfg.reservoir:  # the baseline: only the readout learns, the LM stays at its init
         return params, state, stats
     # negatives: unigram draws [negatives], then the goodness predictor's own [goodness predictor]

@@ -207,6 +207,9 @@ class Config:
     time_chunk: int = 25     # bytes per forward chunk (memory bound; results do not depend on it)
 
 
+# the training loss step() reports, named by what it is (log.csv column, progress line)
+LOSS = "perturbed_bpb"   # mean of l+ and l- over the directions, bits/byte
+
 # train.py's run on each device. CPU: a step is 2 forwards of S rows, so 25-byte windows (the
 # state carries across them) give many steps; 7000 take about 2 minutes on 2 cores. GPU: a
 # bigger batch fills the device (results/README.md).
@@ -265,7 +268,7 @@ def step(params, state, batch, t, cfg, mcfg, seed, world):
     pgs = [float(pg) for pg in per_dir[:, 0]]
     moved = zo_sgd_update_int_(params, pgs, seed, t, cfg, mcfg)
     T = tokens.shape[1] - 1
-    stats = {"loss": float(per_dir[:, 1].mean()), "member_tokens": 2 * cfg.n_dirs * cfg.batch * T,
+    stats = {LOSS: float(per_dir[:, 1].mean()), "member_tokens": 2 * cfg.n_dirs * cfg.batch * T,
              "pg": pgs[0], "moved": moved, "rails": int(per_dir[:, 2].sum())}
     return params, {"hidden": hidden}, stats
 

@@ -327,6 +327,9 @@ class Config:
     adam_eps: float = 1e-8      # Adam denominator epsilon
 
 
+# the training loss step() reports, named by what it is (log.csv column, progress line)
+LOSS = "eq8_nats"   # Eq. 8 (CE + KL + the blocks' denoising terms), nats
+
 # train.py's run on each device: the GPU takes more windows per step and wider blocks
 DEFAULTS = {"cpu": dict(steps=170, eval_every=17), "cuda": dict(rows=256, hidden=512)}
 
@@ -390,7 +393,7 @@ def step(params, state, batch, t, cfg, mcfg, seed, world):
            "head": {"m": m["head"], "v": v["head"]}}
     sched = noise_schedule(cfg.T, cfg.cos_s, cfg.abar_min, cfg.abar_max)
     out = noprop_train_step(net, opt, x, y, sched, t + 1, cfg, seed, learn_embed=False)
-    stats = {"loss": out["ce"] + out["kl"] + float(np.mean(out["block"])),  # Eq. 8, nats
+    stats = {LOSS: out["ce"] + out["kl"] + float(np.mean(out["block"])),  # Eq. 8, nats
              "member_tokens": S * T, "ce_head": out["ce"], "loss_block1": out["block"][0],
              f"loss_block{cfg.T}": out["block"][-1]}
     return params, state, stats

@@ -21,7 +21,10 @@ A method is a module with (README "The method interface"):
                                 scores on the validation windows at every evaluation, logged
                                 as log.csv columns and put into summary.json]
     check_split(cfg, K), PER_MEMBER_STATE   [optional: the method runs under mpirun]
-stats holds at least "loss" and "member_tokens" (bytes scored this step, summed over members);
+LOSS                        the name of the training loss step() reports, by what it is
+                                (population_bpb, readout_bpb, eq8_nats, ...): its log column
+stats holds at least stats[LOSS] and "member_tokens" (bytes scored this step, summed over
+members);
 its values may stay on the device until a log step reads them. Everything random derives from
 --seed and the step, so `--resume CKPT` continues bit-identically.
 
@@ -764,10 +767,11 @@ def fmt_time(s):
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def progress_line(t, steps, stats, val_bpb, rate, elapsed, eta):
+def progress_line(t, steps, loss, stats, val_bpb, rate, elapsed, eta):
+    """val bits/byte (comparable across methods) first, then the method's own loss by name."""
     val = f"val {val_bpb:.4f}" if val_bpb is not None else "val    -  "
     eta = max(0.0, eta)                    # the last step of a budget run may end past it
-    return (f"step {t:5d}/{steps} | loss {stats.get('loss', float('nan')):.4f} | {val} | "
+    return (f"step {t:5d}/{steps} | {val} | {loss} {stats.get(loss, float('nan')):.4f} | "
             f"{rate / 1e3:8.1f}k member-tok/s | {fmt_time(elapsed)} | ETA {fmt_time(eta)}")
 
 
@@ -804,14 +808,16 @@ def read_log(path):
         return list(csv.DictReader(f))
 
 
-LOG_COLUMNS = ["step", "loss", "val_bpb", "member_tokens_per_s", "elapsed_s"]
+LOG_COLUMNS = ["step", "val_bpb", "member_tokens_per_s", "elapsed_s"]   # + the method's LOSS
 
 
-def write_log(path, rows):
-    extra = sorted({k for r in rows for k in r} - set(LOG_COLUMNS))
+def write_log(path, rows, loss):
+    """log.csv: the fixed columns, the method's loss, then its other stats and val scores."""
+    first = LOG_COLUMNS[:2] + [loss] + LOG_COLUMNS[2:]
+    extra = sorted({k for r in rows for k in r} - set(first))
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=LOG_COLUMNS + extra, restval="")
+        w = csv.DictWriter(f, fieldnames=first + extra, restval="")
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, path)
@@ -1172,12 +1178,12 @@ def train_loop(r):
             pace = (r.elapsed() - r.elapsed_before) / (t - r.start)
             left = pace * (steps - t) if steps else budget - r.elapsed()
             total = steps or f"~{t + max(0, int(left / pace))}"
-            r.say(progress_line(t, total, stats, val, rate, r.elapsed(), left)
+            r.say(progress_line(t, total, r.method.LOSS, stats, val, rate, r.elapsed(), left)
                   + "".join(f" | {k} {v}" for k, v in scores.items()), flush=True)
-            r.rows.append({"step": t, "loss": f"{stats['loss']:.5f}",
+            r.rows.append({"step": t, r.method.LOSS: f"{stats[r.method.LOSS]:.5f}",
                            "val_bpb": "" if val is None else f"{val:.5f}", **scores,
                            "member_tokens_per_s": f"{rate:.1f}", "elapsed_s": f"{r.elapsed():.1f}",
-                           **{k: f"{v:.6g}" for k, v in stats.items() if k != "loss"}})
+                           **{k: f"{v:.6g}" for k, v in stats.items() if k != r.method.LOSS}})
             tokens, window_start, eval_s = 0, time.time(), 0.0
         if val is not None:
             save_progress(r, t)
@@ -1193,7 +1199,7 @@ def save_progress(r, t):
     from ckpt_last.npz and loses only the steps since. The log goes first, so it never lacks
     a step the checkpoint has; a resume drops the log's rows past its checkpoint."""
     if r.lead:
-        write_log(os.path.join(r.out_dir, "log.csv"), r.rows)
+        write_log(os.path.join(r.out_dir, "log.csv"), r.rows, r.method.LOSS)
     checkpoint(r, "ckpt_last.npz", t)
 
 
@@ -1203,7 +1209,7 @@ def finish(r, t):
     checkpoint(r, "ckpt_last.npz", t)
     if not r.lead:
         return
-    write_log(os.path.join(r.out_dir, "log.csv"), r.rows)
+    write_log(os.path.join(r.out_dir, "log.csv"), r.rows, r.method.LOSS)
     predict = (r.method.predict(r.params, r.state, r.mcfg) if hasattr(r.method, "predict")
                else lm.lm_predict(r.params, r.mcfg))
     prompt = bytes(split_train_val(load_bytes(r.data))[1][:64])
@@ -1252,7 +1258,7 @@ def run_command(argv):
     r.t0 = time.time()
     if r.start == 0:
         v0, scores = evaluate(r), val_scores(r)
-        r.rows.append({"step": 0, "loss": "", "val_bpb": f"{v0:.5f}", "member_tokens_per_s": "",
+        r.rows.append({"step": 0, r.method.LOSS: "", "val_bpb": f"{v0:.5f}", "member_tokens_per_s": "",
                        "elapsed_s": "0.0", **scores})
         r.say(f"step {0:5d}/{r.run['steps'] or '?'} | val {v0:.4f} (untrained)"
               + "".join(f" | {k} {v}" for k, v in scores.items()))
@@ -1264,7 +1270,7 @@ def run_command(argv):
                   f"{os.path.join(r.out_dir, 'ckpt_last.npz')} (the last evaluation)")
             r.world.abort(130)
         checkpoint(r, "ckpt_last.npz", r.step)
-        write_log(os.path.join(r.out_dir, "log.csv"), r.rows)
+        write_log(os.path.join(r.out_dir, "log.csv"), r.rows, r.method.LOSS)
         print(f"\ninterrupted: saved {os.path.join(r.out_dir, 'ckpt_last.npz')} at step {r.step}")
         return 0
     finish(r, t)

@@ -230,7 +230,7 @@ def test_short_run_lowers_val_bpb_float_and_int8():
     v1 = lm.evaluate(params, mcfg, windows, bp.predict(params, state, mcfg))
     v1_int8 = bp.val_scores(params, state, mcfg, windows)["val_bpb_int8"]
     msg = (f"val {v0:.3f} -> {v1:.3f} float, {v1_int8:.3f} int8, train loss "
-           f"{float(stats['loss']):.3f} in {time.time() - t0:.1f} s")
+           f"{float(stats[bp.LOSS]):.3f} in {time.time() - t0:.1f} s")
     assert v0 > 8 and v1 < 4.4 and v1_int8 < 4.4, msg
 
 
@@ -258,7 +258,7 @@ def test_numpy_and_cupy_agree(cupy_or_skip):
         stream.xp = xp
         for t in range(3):
             params, state, stats = bp.step(params, state, stream.batch(t), t, cfg, mcfg, 0, ONE)
-        runs.append((float(stats["loss"]), {k: lm.to_numpy(v) for k, v in state.items()}))
+        runs.append((float(stats[bp.LOSS]), {k: lm.to_numpy(v) for k, v in state.items()}))
     (loss_a, a), (loss_b, b) = runs
     assert abs(loss_a - loss_b) < 1e-4 * abs(loss_a)
     assert a.keys() == b.keys() and a, "no state to compare"

@@ -308,7 +308,7 @@ def test_short_lm_run_lowers_val_bpb():
         params, state, stats = noprop.step(params, state, stream.batch(t), t, cfg, mcfg, 0, ONE)
     v1 = lm.evaluate(params, mcfg, windows, noprop.predict(params, state, mcfg))
     msg = (f"val bits/byte {v0:.3f} -> {v1:.3f} in 40 steps ({time.time() - t0:.1f} s), "
-           f"Eq. 8 loss {stats['loss']:.3f} (measured 8.267 -> 4.872 in 5.6 s; unigram 4.83)")
+           f"Eq. 8 loss {stats[noprop.LOSS]:.3f} (measured 8.267 -> 4.872 in 5.6 s; unigram 4.83)")
     assert v1 < v0 - 2.5 and v1 < 5.5, msg
 
 

@@ -164,7 +164,8 @@ def test_help_without_method_lists_the_methods(capsys):
 def test_progress_line_never_shows_a_negative_eta():
     """A budget run's last step can end a second past the budget: its ETA reads 0m00s
     (it read -1m59s, the floor division of -1 s)."""
-    line = train.progress_line(2734, "~2734", {"loss": 3.6}, 3.56, 225e3, 601.0, -1.0)
+    line = train.progress_line(2734, "~2734", "population_bpb", {"population_bpb": 3.6}, 3.56,
+                               225e3, 601.0, -1.0)
     assert line.endswith("| 10m01s | ETA 0m00s"), line
     assert train.fmt_time(3725) == "1h02m" and train.fmt_time(59.6) == "1m00s"
 
