@@ -17,11 +17,11 @@ code. Two kinds of entry, by what the computation promises:
     `near_golden` checks: relative L2 distance to the golden array at most FLOAT_TOLERANCE.
     The integer arrays these methods never change (NoProp's whole LM, FF's embedding, norm
     gains and head) are still exact.
-The digests were recorded before the redesign of issue 18 and hold for the code since; the
-sketches come from the same runs under OpenBLAS's default kernel on an AVX-512 CPU
-(`python tests/test_golden.py --record-sketches` re-derives them, and refuses unless the
-run's exact entries still match). A GPU run of this file checks the cross-backend claim
-against the same numbers."""
+The digests were recorded on 2026-12-01 and hold for the code since; the sketches come from
+the same runs under OpenBLAS's default kernel on an AVX-512 CPU (`python
+tests/test_golden.py --record-sketches` re-derives them, and refuses unless the run's exact
+entries still match). A GPU run of this file checks the cross-backend claim against the same
+numbers."""
 import hashlib
 import json
 import os
