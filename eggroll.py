@@ -58,6 +58,76 @@ import numpy as np
 import int_rnn_lm as lm
 
 # -----------------------------------------------------------------------------
+# the paper's algorithm in float (§4, Eq. 6): the ES gradient from N members with rank-r
+# noise, never building an E_i (§4.2). The integer scheme below (App. H) is the same
+# algorithm on the int8 LM.
+
+
+@dataclass
+class FloatConfig:
+    population: int = 256     # N members (even)
+    sigma: float = 0.05       # perturbation scale
+    rank: int = 1             # r
+    shaping: str = "zscore"   # fitness shaping: zscore (§2.4), centered_rank, raw (f itself)
+    lr: float = 0.02          # Adam step size on the ES gradient estimate, decayed linearly to 0
+    steps: int = 300          # demo length
+
+
+FLOAT_NOISE_STREAM = 1   # the generator key's purpose tag for the float noise
+
+
+def float_pair_noise(seed, t, pid, shape, pairs, fcfg, xp):
+    """Parameter pid's pair noise, N(0, 1), from one generator per (seed, step, pair, param):
+    A (p, m, r) and B (p, n, r) for a matrix (§4.1)."""
+    m, n = shape
+    draws = [np.random.default_rng([seed, FLOAT_NOISE_STREAM, t, k, pid])
+             .standard_normal((m + n) * fcfg.rank) for k in pairs]
+    v = xp.asarray(np.stack(draws))                                        # (p, (m + n) r)
+    return (v[:, n * fcfg.rank:].reshape(-1, m, fcfg.rank),                # A (p, m, r)
+            v[:, : n * fcfg.rank].reshape(-1, n, fcfg.rank))               # B (p, n, r)
+
+
+def shape_fitness(f, shaping):
+    """f (N,) -> the weights the estimate uses: z-scored (HyperscaleES), centred ranks in
+    [-1/2, 1/2] (Salimans et al.), or f itself (raw: the unbiased textbook estimate)."""
+    xp = lm.backend_of(f)
+    if shaping == "zscore":
+        return (f - f.mean()) / (f.std() + 1e-8)
+    if shaping == "centered_rank":
+        ranks = xp.empty(len(f))
+        ranks[xp.argsort(f)] = xp.arange(len(f))
+        return ranks / (len(f) - 1) - 0.5
+    if shaping == "raw":
+        return f
+    raise ValueError(f"unknown shaping {shaping!r}: use zscore, centered_rank or raw")
+
+
+def float_es_gradient(fitness_fn, params, seed, t, fcfg, xp=np):
+    """The ES estimate of grad f (Eq. 6 without the step size): g = 1/(N sigma) sum_i w_i E_i
+    with w the shaped fitness, the sum built as (diag(w) A)^T B / sqrt(r), no E_i (§4.2).
+
+    fitness_fn(params, noise, sigma) -> f (N,): member 2k evaluates W + sigma E_k, member
+    2k + 1 W - sigma E_k. Returns ({name: g}, f)."""
+    pairs = range(fcfg.population // 2)
+    noise = {name: float_pair_noise(seed, t, pid, w.shape, pairs, fcfg, xp)
+             for pid, (name, w) in enumerate(params.items())}
+    f = fitness_fn(params, noise, fcfg.sigma)                              # (N,)
+    w = shape_fitness(f, fcfg.shaping)
+    wp = w[0::2] - w[1::2]                                                 # (P,) pair weights
+    scale = 1.0 / (fcfg.population * fcfg.sigma * math.sqrt(fcfg.rank))
+    return {name: scale * xp.einsum("p,pmr,pnr->mn", wp, A, B)            # (diag(wp) A)^T B
+            for name, (A, B) in noise.items()}, f
+
+
+def member_matmul(x, w, nz, sigma):
+    """x (W + sigma E_i)^T for every member i at once, EGGROLL's way (§4.2): the shared GEMM
+    x W^T plus (sigma / sqrt(r)) (x B_i) A_i^T. x (N or 1, E, n) -> (N, E, m)."""
+    A, B = antithetic(nz[0]), np.repeat(nz[1], 2, axis=0)                 # members' +-A_k, B_k
+    xb = np.einsum("ben,bnr->ber", np.broadcast_to(x, (len(A),) + x.shape[1:]), B)  # (N, E, r)
+    return x @ w.T + (sigma / math.sqrt(A.shape[-1])) * np.einsum("ber,bmr->bem", xb, A)
+
+
+# -----------------------------------------------------------------------------
 # noise (H.1): rank-r int8 factors per matrix and direction k, from (seed, epoch, param, k)
 
 
@@ -376,71 +446,7 @@ def step(params, state, batch, t, cfg, mcfg, seed, world):
     return params, state, stats
 
 # -----------------------------------------------------------------------------
-# the float algorithm on a toy problem, what `python eggroll.py` runs
-
-
-@dataclass
-class FloatConfig:
-    population: int = 256     # N members (even)
-    sigma: float = 0.05       # perturbation scale
-    rank: int = 1             # r
-    shaping: str = "zscore"   # fitness shaping: zscore (§2.4), centered_rank, raw (f itself)
-    lr: float = 0.02          # Adam step size on the ES gradient estimate, decayed linearly to 0
-    steps: int = 300          # demo length
-
-
-FLOAT_NOISE_STREAM = 1   # the generator key's purpose tag for the float noise
-
-
-def float_pair_noise(seed, t, pid, shape, pairs, fcfg, xp):
-    """Parameter pid's pair noise, N(0, 1), from one generator per (seed, step, pair, param):
-    A (p, m, r) and B (p, n, r) for a matrix (§4.1)."""
-    m, n = shape
-    draws = [np.random.default_rng([seed, FLOAT_NOISE_STREAM, t, k, pid])
-             .standard_normal((m + n) * fcfg.rank) for k in pairs]
-    v = xp.asarray(np.stack(draws))                                        # (p, (m + n) r)
-    return (v[:, n * fcfg.rank:].reshape(-1, m, fcfg.rank),                # A (p, m, r)
-            v[:, : n * fcfg.rank].reshape(-1, n, fcfg.rank))               # B (p, n, r)
-
-
-def shape_fitness(f, shaping):
-    """f (N,) -> the weights the estimate uses: z-scored (HyperscaleES), centred ranks in
-    [-1/2, 1/2] (Salimans et al.), or f itself (raw: the unbiased textbook estimate)."""
-    xp = lm.backend_of(f)
-    if shaping == "zscore":
-        return (f - f.mean()) / (f.std() + 1e-8)
-    if shaping == "centered_rank":
-        ranks = xp.empty(len(f))
-        ranks[xp.argsort(f)] = xp.arange(len(f))
-        return ranks / (len(f) - 1) - 0.5
-    if shaping == "raw":
-        return f
-    raise ValueError(f"unknown shaping {shaping!r}: use zscore, centered_rank or raw")
-
-
-def float_es_gradient(fitness_fn, params, seed, t, fcfg, xp=np):
-    """The ES estimate of grad f (Eq. 6 without the step size): g = 1/(N sigma) sum_i w_i E_i
-    with w the shaped fitness, the sum built as (diag(w) A)^T B / sqrt(r), no E_i (§4.2).
-
-    fitness_fn(params, noise, sigma) -> f (N,): member 2k evaluates W + sigma E_k, member
-    2k + 1 W - sigma E_k. Returns ({name: g}, f)."""
-    pairs = range(fcfg.population // 2)
-    noise = {name: float_pair_noise(seed, t, pid, w.shape, pairs, fcfg, xp)
-             for pid, (name, w) in enumerate(params.items())}
-    f = fitness_fn(params, noise, fcfg.sigma)                              # (N,)
-    w = shape_fitness(f, fcfg.shaping)
-    wp = w[0::2] - w[1::2]                                                 # (P,) pair weights
-    scale = 1.0 / (fcfg.population * fcfg.sigma * math.sqrt(fcfg.rank))
-    return {name: scale * xp.einsum("p,pmr,pnr->mn", wp, A, B)            # (diag(wp) A)^T B
-            for name, (A, B) in noise.items()}, f
-
-
-def member_matmul(x, w, nz, sigma):
-    """x (W + sigma E_i)^T for every member i at once, EGGROLL's way (§4.2): the shared GEMM
-    x W^T plus (sigma / sqrt(r)) (x B_i) A_i^T. x (N or 1, E, n) -> (N, E, m)."""
-    A, B = antithetic(nz[0]), np.repeat(nz[1], 2, axis=0)                 # members' +-A_k, B_k
-    xb = np.einsum("ben,bnr->ber", np.broadcast_to(x, (len(A),) + x.shape[1:]), B)  # (N, E, r)
-    return x @ w.T + (sigma / math.sqrt(A.shape[-1])) * np.einsum("ber,bmr->bem", xb, A)
+# the toy problem, the float algorithm on it: what `python eggroll.py` runs
 
 
 def regression_problem(seed=0, n_in=32, n_hidden=16, n_out=8, n_examples=256):

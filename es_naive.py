@@ -59,6 +59,71 @@ import numpy as np
 import int_rnn_lm as lm
 
 # -----------------------------------------------------------------------------
+# the paper's algorithm in float (Salimans et al. 2017, Alg. 1-2): the ES gradient from N
+# members with full-rank noise. The integer scheme below (App. H of the EGGROLL paper) is the
+# same algorithm on the int8 LM.
+
+
+@dataclass
+class FloatConfig:
+    population: int = 256     # N members (even)
+    sigma: float = 0.05       # perturbation scale
+    shaping: str = "zscore"   # fitness shaping: zscore (§2.4), centered_rank, raw (f itself)
+    lr: float = 0.02          # Adam step size on the ES gradient estimate, decayed linearly to 0
+    steps: int = 300          # demo length
+
+
+FLOAT_NOISE_STREAM = 1   # the generator key's purpose tag for the float noise
+
+
+def float_pair_noise(seed, t, pid, shape, pairs, fcfg, xp):
+    """Parameter pid's pair noise, N(0, 1), from one generator per (seed, step, pair, param):
+    E (p, *shape), every entry its own draw (Alg. 1)."""
+    draws = [np.random.default_rng([seed, FLOAT_NOISE_STREAM, t, k, pid])
+             .standard_normal(shape) for k in pairs]
+    return xp.asarray(np.stack(draws))                                     # (p, *shape)
+
+
+def shape_fitness(f, shaping):
+    """f (N,) -> the weights the estimate uses: z-scored (HyperscaleES), centred ranks in
+    [-1/2, 1/2] (Salimans et al.), or f itself (raw: the unbiased textbook estimate)."""
+    xp = lm.backend_of(f)
+    if shaping == "zscore":
+        return (f - f.mean()) / (f.std() + 1e-8)
+    if shaping == "centered_rank":
+        ranks = xp.empty(len(f))
+        ranks[xp.argsort(f)] = xp.arange(len(f))
+        return ranks / (len(f) - 1) - 0.5
+    if shaping == "raw":
+        return f
+    raise ValueError(f"unknown shaping {shaping!r}: use zscore, centered_rank or raw")
+
+
+def float_es_gradient(fitness_fn, params, seed, t, fcfg, xp=np):
+    """The ES estimate of grad f (Eq. 6 without the step size): g = 1/(N sigma) sum_i w_i E_i
+    with w the shaped fitness, the sum taken over the materialised E_i (Alg. 1).
+
+    fitness_fn(params, noise, sigma) -> f (N,): member 2k evaluates W + sigma E_k, member
+    2k + 1 W - sigma E_k. Returns ({name: g}, f)."""
+    pairs = range(fcfg.population // 2)
+    noise = {name: float_pair_noise(seed, t, pid, w.shape, pairs, fcfg, xp)
+             for pid, (name, w) in enumerate(params.items())}
+    f = fitness_fn(params, noise, fcfg.sigma)                              # (N,)
+    w = shape_fitness(f, fcfg.shaping)
+    wp = w[0::2] - w[1::2]                                                 # (P,) pair weights
+    scale = 1.0 / (fcfg.population * fcfg.sigma)
+    return {name: scale * xp.tensordot(wp, E, axes=1)                      # sum_k wp_k E_k
+            for name, E in noise.items()}, f
+
+
+def member_matmul(x, w, nz, sigma):
+    """x (W + sigma E_i)^T for every member i at once, naive ES's way: each member multiplies
+    by its own perturbed matrix, a batched GEMV. x (N or 1, E, n) -> (N, E, m)."""
+    members = w[None] + sigma * antithetic(nz)                             # (N, m, n)
+    return np.einsum("ben,bmn->bem", np.broadcast_to(x, (len(members),) + x.shape[1:]), members)
+
+
+# -----------------------------------------------------------------------------
 # noise (H.1): a full-rank int8 tensor per parameter and direction k, from (seed, epoch, param, k)
 
 
@@ -359,66 +424,7 @@ def step(params, state, batch, t, cfg, mcfg, seed, world):
     return params, state, stats
 
 # -----------------------------------------------------------------------------
-# the float algorithm on a toy problem, what `python es_naive.py` runs
-
-
-@dataclass
-class FloatConfig:
-    population: int = 256     # N members (even)
-    sigma: float = 0.05       # perturbation scale
-    shaping: str = "zscore"   # fitness shaping: zscore (§2.4), centered_rank, raw (f itself)
-    lr: float = 0.02          # Adam step size on the ES gradient estimate, decayed linearly to 0
-    steps: int = 300          # demo length
-
-
-FLOAT_NOISE_STREAM = 1   # the generator key's purpose tag for the float noise
-
-
-def float_pair_noise(seed, t, pid, shape, pairs, fcfg, xp):
-    """Parameter pid's pair noise, N(0, 1), from one generator per (seed, step, pair, param):
-    E (p, *shape), every entry its own draw (Alg. 1)."""
-    draws = [np.random.default_rng([seed, FLOAT_NOISE_STREAM, t, k, pid])
-             .standard_normal(shape) for k in pairs]
-    return xp.asarray(np.stack(draws))                                     # (p, *shape)
-
-
-def shape_fitness(f, shaping):
-    """f (N,) -> the weights the estimate uses: z-scored (HyperscaleES), centred ranks in
-    [-1/2, 1/2] (Salimans et al.), or f itself (raw: the unbiased textbook estimate)."""
-    xp = lm.backend_of(f)
-    if shaping == "zscore":
-        return (f - f.mean()) / (f.std() + 1e-8)
-    if shaping == "centered_rank":
-        ranks = xp.empty(len(f))
-        ranks[xp.argsort(f)] = xp.arange(len(f))
-        return ranks / (len(f) - 1) - 0.5
-    if shaping == "raw":
-        return f
-    raise ValueError(f"unknown shaping {shaping!r}: use zscore, centered_rank or raw")
-
-
-def float_es_gradient(fitness_fn, params, seed, t, fcfg, xp=np):
-    """The ES estimate of grad f (Eq. 6 without the step size): g = 1/(N sigma) sum_i w_i E_i
-    with w the shaped fitness, the sum taken over the materialised E_i (Alg. 1).
-
-    fitness_fn(params, noise, sigma) -> f (N,): member 2k evaluates W + sigma E_k, member
-    2k + 1 W - sigma E_k. Returns ({name: g}, f)."""
-    pairs = range(fcfg.population // 2)
-    noise = {name: float_pair_noise(seed, t, pid, w.shape, pairs, fcfg, xp)
-             for pid, (name, w) in enumerate(params.items())}
-    f = fitness_fn(params, noise, fcfg.sigma)                              # (N,)
-    w = shape_fitness(f, fcfg.shaping)
-    wp = w[0::2] - w[1::2]                                                 # (P,) pair weights
-    scale = 1.0 / (fcfg.population * fcfg.sigma)
-    return {name: scale * xp.tensordot(wp, E, axes=1)                      # sum_k wp_k E_k
-            for name, E in noise.items()}, f
-
-
-def member_matmul(x, w, nz, sigma):
-    """x (W + sigma E_i)^T for every member i at once, naive ES's way: each member multiplies
-    by its own perturbed matrix, a batched GEMV. x (N or 1, E, n) -> (N, E, m)."""
-    members = w[None] + sigma * antithetic(nz)                             # (N, m, n)
-    return np.einsum("ben,bmn->bem", np.broadcast_to(x, (len(members),) + x.shape[1:]), members)
+# the toy problem, the float algorithm on it: what `python es_naive.py` runs
 
 
 def regression_problem(seed=0, n_in=32, n_hidden=16, n_out=8, n_examples=256):
