@@ -84,6 +84,111 @@ import numpy as np
 import int_rnn_lm as lm
 
 # -----------------------------------------------------------------------------
+# the paper's algorithm in float (Alg. 1, Eq. 1-4): SPSA along a direction regenerated from
+# its seed, ZO-SGD. The integer scheme below is the same algorithm on the int8 LM.
+
+
+@dataclass
+class FloatConfig:
+    eps: float = 1e-3  # ε of Eq. 1, the finite-difference step (paper: 1e-3 for full-parameter)
+    lr: float = 1e-2   # η of Eq. 3, constant (paper: 1e-6..1e-7 for LLMs; tiny models need more)
+    n_dirs: int = 1    # n of Eq. 2, directions per step, 2n forward passes (paper default: 1)
+    seed: int = 0      # run seed: every z derives from (seed, step, direction, tensor)
+
+
+# --- noise ---
+# Key layout [seed, stream, step, direction, tensor_id]. The stream tag sits right after the
+# seed because NumPy pads short keys with zeros: default_rng([s]) and default_rng([s, 0, 0, 0])
+# are the same generator, so an untagged noise key (s, 0, 0, 0) would equal default_rng(s).
+DATA_STREAM = 0   # the demo's data
+NOISE_STREAM = 1  # perturbation directions z
+
+
+def tensor_noise(p, seed, step, direction, tensor_id):
+    """z_k ~ N(0, I) with the shape, dtype and device of tensor p; a pure function of its key."""
+    rng = np.random.default_rng([seed, NOISE_STREAM, step, direction, tensor_id])
+    z = rng.standard_normal(p.shape, dtype=p.dtype)  # on the host: CPU and GPU agree bit for bit
+    return lm.backend_of(p).asarray(z)  # on a GPU: one host-to-device copy of this tensor
+
+
+def perturb_(params, scale, seed, step, direction):
+    """θ_k ← θ_k + scale · z_k for every tensor, in place (Alg. 1 `perturb`).
+
+    Only one z_k is alive at a time: the extra memory is one buffer the size of the largest
+    tensor, never a full copy of θ.
+    """
+    for tensor_id, name in enumerate(sorted(params)):  # fixed order; tensor_id keys the noise
+        z = tensor_noise(params[name], seed, step, direction, tensor_id)  # shape of θ_k
+        z *= scale  # in place, so no second buffer
+        params[name] += z
+        del z  # free it before the next tensor's z is drawn
+
+
+# --- estimator ---
+
+def projected_grads(loss_fn, params, cfg, step):
+    """Alg. 1 lines 2-5 for each of the n directions: returns ([pg_j], [loss_j]).
+
+    loss_fn(params) -> float is the loss on this step's batch (the same batch for every call).
+    params are perturbed in place and restored, up to float rounding.
+    """
+    pgs, losses = [], []
+    for j in range(cfg.n_dirs):
+        perturb_(params, +cfg.eps, cfg.seed, step, j)  # Alg. 1 line 2: θ + εz
+        loss_plus = float(loss_fn(params))  # note: a CPU-GPU sync point
+        perturb_(params, -2 * cfg.eps, cfg.seed, step, j)  # line 3: θ − εz
+        loss_minus = float(loss_fn(params))
+        perturb_(params, +cfg.eps, cfg.seed, step, j)  # line 4: back to θ
+        pgs.append((loss_plus - loss_minus) / (2 * cfg.eps))  # line 5, Eq. 1
+        losses.append(0.5 * (loss_plus + loss_minus))  # L(θ) + O(ε²); the paper logs ℓ+
+    return pgs, losses
+
+
+def estimate_grad(loss_fn, params, cfg, step):
+    """The n-SPSA estimate of Eq. 2 as explicit arrays: ({name: g_hat_k}, [loss_j]), O(d) memory.
+
+    For tests and for reading the math only: MeZO's own step never builds g_hat.
+    """
+    pgs, losses = projected_grads(loss_fn, params, cfg, step)
+    grads = {name: lm.backend_of(p).zeros_like(p) for name, p in params.items()}
+    for j, pg in enumerate(pgs):
+        for tensor_id, name in enumerate(sorted(params)):
+            z = tensor_noise(params[name], cfg.seed, step, j, tensor_id)  # same z as perturb_
+            grads[name] += (pg / cfg.n_dirs) * z  # Eq. 2
+    return grads, losses
+
+
+# --- update ---
+
+def init_state(params, cfg):
+    """MeZO's whole optimiser state: a step counter. No per-parameter arrays (no moments, no z)."""
+    return {"step": 0}
+
+
+def zo_sgd_update_(params, pgs, cfg, step):
+    """Alg. 1 line 6 (Algorithm 2 for n > 1): θ ← θ − (η/n) Σ_j pg_j · z_j, in place.
+
+    This is perturb_ with scale −η·pg_j/n: each z_j is regenerated from its seed, one tensor
+    at a time, so the update needs no more memory than the forward passes.
+    """
+    for j, pg in enumerate(pgs):
+        perturb_(params, -cfg.lr * pg / cfg.n_dirs, cfg.seed, step, j)  # Eq. 2 and 3
+
+
+def train_step(loss_fn, params, state, cfg):
+    """One MeZO step on one batch: 2n forward passes, then the update; params change in place.
+
+    Returns (params, state, stats); stats["pg"] holds the n scalars that, with the seed, are
+    all it takes to replay this step.
+    """
+    step = state["step"]
+    pgs, losses = projected_grads(loss_fn, params, cfg, step)
+    zo_sgd_update_(params, pgs, cfg, step)
+    stats = {"loss": sum(losses) / len(losses), "pg": pgs}
+    return params, {"step": step + 1}, stats
+
+
+# -----------------------------------------------------------------------------
 # noise: the direction delta and the rounding noise, regenerated from (seed, step, dir, tensor)
 
 SR_BITS = 16   # fixed-point fraction bits of the update scale c (Eq. 8)
@@ -273,110 +378,8 @@ def step(params, state, batch, t, cfg, mcfg, seed, world):
     return params, {"hidden": hidden}, stats
 
 # -----------------------------------------------------------------------------
-# float MeZO (Eq. 1-4) for the demo and the estimator tests
+# the toy problem: least squares, what `python mezo.py` runs
 
-
-@dataclass
-class FloatConfig:
-    eps: float = 1e-3  # ε of Eq. 1, the finite-difference step (paper: 1e-3 for full-parameter)
-    lr: float = 1e-2   # η of Eq. 3, constant (paper: 1e-6..1e-7 for LLMs; tiny models need more)
-    n_dirs: int = 1    # n of Eq. 2, directions per step, 2n forward passes (paper default: 1)
-    seed: int = 0      # run seed: every z derives from (seed, step, direction, tensor)
-
-
-# --- noise ---
-# Key layout [seed, stream, step, direction, tensor_id]. The stream tag sits right after the
-# seed because NumPy pads short keys with zeros: default_rng([s]) and default_rng([s, 0, 0, 0])
-# are the same generator, so an untagged noise key (s, 0, 0, 0) would equal default_rng(s).
-DATA_STREAM = 0   # the demo's data
-NOISE_STREAM = 1  # perturbation directions z
-
-
-def tensor_noise(p, seed, step, direction, tensor_id):
-    """z_k ~ N(0, I) with the shape, dtype and device of tensor p; a pure function of its key."""
-    rng = np.random.default_rng([seed, NOISE_STREAM, step, direction, tensor_id])
-    z = rng.standard_normal(p.shape, dtype=p.dtype)  # on the host: CPU and GPU agree bit for bit
-    return lm.backend_of(p).asarray(z)  # on a GPU: one host-to-device copy of this tensor
-
-
-def perturb_(params, scale, seed, step, direction):
-    """θ_k ← θ_k + scale · z_k for every tensor, in place (Alg. 1 `perturb`).
-
-    Only one z_k is alive at a time: the extra memory is one buffer the size of the largest
-    tensor, never a full copy of θ.
-    """
-    for tensor_id, name in enumerate(sorted(params)):  # fixed order; tensor_id keys the noise
-        z = tensor_noise(params[name], seed, step, direction, tensor_id)  # shape of θ_k
-        z *= scale  # in place, so no second buffer
-        params[name] += z
-        del z  # free it before the next tensor's z is drawn
-
-
-# --- estimator ---
-
-def projected_grads(loss_fn, params, cfg, step):
-    """Alg. 1 lines 2-5 for each of the n directions: returns ([pg_j], [loss_j]).
-
-    loss_fn(params) -> float is the loss on this step's batch (the same batch for every call).
-    params are perturbed in place and restored, up to float rounding.
-    """
-    pgs, losses = [], []
-    for j in range(cfg.n_dirs):
-        perturb_(params, +cfg.eps, cfg.seed, step, j)  # Alg. 1 line 2: θ + εz
-        loss_plus = float(loss_fn(params))  # note: a CPU-GPU sync point
-        perturb_(params, -2 * cfg.eps, cfg.seed, step, j)  # line 3: θ − εz
-        loss_minus = float(loss_fn(params))
-        perturb_(params, +cfg.eps, cfg.seed, step, j)  # line 4: back to θ
-        pgs.append((loss_plus - loss_minus) / (2 * cfg.eps))  # line 5, Eq. 1
-        losses.append(0.5 * (loss_plus + loss_minus))  # L(θ) + O(ε²); the paper logs ℓ+
-    return pgs, losses
-
-
-def estimate_grad(loss_fn, params, cfg, step):
-    """The n-SPSA estimate of Eq. 2 as explicit arrays: ({name: g_hat_k}, [loss_j]), O(d) memory.
-
-    For tests and for reading the math only: MeZO's own step never builds g_hat.
-    """
-    pgs, losses = projected_grads(loss_fn, params, cfg, step)
-    grads = {name: lm.backend_of(p).zeros_like(p) for name, p in params.items()}
-    for j, pg in enumerate(pgs):
-        for tensor_id, name in enumerate(sorted(params)):
-            z = tensor_noise(params[name], cfg.seed, step, j, tensor_id)  # same z as perturb_
-            grads[name] += (pg / cfg.n_dirs) * z  # Eq. 2
-    return grads, losses
-
-
-# --- update ---
-
-def init_state(params, cfg):
-    """MeZO's whole optimiser state: a step counter. No per-parameter arrays (no moments, no z)."""
-    return {"step": 0}
-
-
-def zo_sgd_update_(params, pgs, cfg, step):
-    """Alg. 1 line 6 (Algorithm 2 for n > 1): θ ← θ − (η/n) Σ_j pg_j · z_j, in place.
-
-    This is perturb_ with scale −η·pg_j/n: each z_j is regenerated from its seed, one tensor
-    at a time, so the update needs no more memory than the forward passes.
-    """
-    for j, pg in enumerate(pgs):
-        perturb_(params, -cfg.lr * pg / cfg.n_dirs, cfg.seed, step, j)  # Eq. 2 and 3
-
-
-def train_step(loss_fn, params, state, cfg):
-    """One MeZO step on one batch: 2n forward passes, then the update; params change in place.
-
-    Returns (params, state, stats); stats["pg"] holds the n scalars that, with the seed, are
-    all it takes to replay this step.
-    """
-    step = state["step"]
-    pgs, losses = projected_grads(loss_fn, params, cfg, step)
-    zo_sgd_update_(params, pgs, cfg, step)
-    stats = {"loss": sum(losses) / len(losses), "pg": pgs}
-    return params, {"step": step + 1}, stats
-
-
-# --- demo ---
 
 def make_regression(seed, n_rows=512, d_in=100):
     """Noisy linear data y = x w* + 0.5 + 0.01·noise, float32."""
