@@ -31,8 +31,9 @@ its values may stay on the device until a log step reads them. Everything random
 Outputs in OUT/<method>/: log.csv, sample.txt, summary.json, ckpt_last.npz, ckpt_best.npz and
 loss.png. A fresh run never writes into a directory that holds another run's outputs.
 
-The file, in order: the command line; devices; data; processes (mpirun); checkpoints; outputs;
-the commands that do not train (--sample, --compare); the run: set-up, loop, finish.
+The file, in order: the run, top-down (train, run_command, set_up, train_loop, finish, and
+what they call); then the machinery: the command line; devices; data; processes (mpirun,
+--hosts); checkpoints; outputs; the commands that do not train (--sample, --compare).
 """
 import os
 
@@ -98,6 +99,301 @@ EXAMPLES = """examples:
   python train.py --sample out/eggroll/ckpt_best.npz --prompt "ROMEO:"
   python train.py --compare out --reference results/nano_egg_cpu.csv
   mpiexec -n 2 python train.py --method eggroll           # pip install mpi4py mpich"""
+
+# -----------------------------------------------------------------------------
+# the run, top-down: train -> run_command -> set_up, train_loop, finish; then what they
+# call. The machinery (command line, devices, data, processes, checkpoints, outputs)
+# follows in sections of its own.
+
+
+def train(argv):
+    """The command line's run; Ctrl-C stops it after the current step (ask_to_stop)."""
+    STOP["asked"] = ""
+    handlers = {s: signal.signal(s, ask_to_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return run_command(argv)
+    finally:
+        release_out_dir()
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+
+
+def run_command(argv):
+    args, r = set_up(argv)
+    if args.hosts:
+        return launch_on_hosts(args)
+    if r is None:
+        return compare(args.compare, args.reference) if args.compare else sample_checkpoint(args)
+    r.t0 = time.time()
+    if r.start == 0:
+        v0, scores = evaluate(r), val_scores(r)
+        r.rows.append({"step": 0, r.method.LOSS: "", "val_bpb": f"{v0:.5f}",
+                       "member_tokens_per_s": "", "elapsed_s": "0.0", **scores})
+        r.say(f"step {0:5d}/{r.run['steps'] or '?'} | val {v0:.4f} (untrained)"
+              + "".join(f" | {k} {v}" for k, v in scores.items()))
+    try:
+        t = train_loop(r)
+    except KeyboardInterrupt:
+        if r.world.size > 1:   # the processes stop at different points: no collective save
+            r.say(f"\ninterrupted: nothing more saved under mpirun; resume from "
+                  f"{os.path.join(r.out_dir, 'ckpt_last.npz')} (the last evaluation)")
+            r.world.abort(130)
+        checkpoint(r, "ckpt_last.npz", r.step)
+        write_log(os.path.join(r.out_dir, "log.csv"), r.rows, r.method.LOSS)
+        print(f"\ninterrupted: saved {os.path.join(r.out_dir, 'ckpt_last.npz')} at step {r.step}")
+        return 0
+    finish(r, t)
+    return 0
+
+
+def set_up(argv):
+    """Command line, device, data, model and method state (or a checkpoint's): a Run."""
+    world = join_world()
+    args, method, ckpt = parse_args(argv)
+    if args.compare or args.sample or args.hosts:
+        return args, None
+    splits = hasattr(method, "check_split")           # the method can run under mpirun
+    try:
+        if world.size > 1 and not splits:
+            raise ValueError(f"{args.method} runs in one process only (README \"Scaling out\"); "
+                             f"start it without mpirun")
+        xp = get_backend(args.device)
+        device = "cpu" if xp is np else "cuda"
+        run, mcfg, cfg, seed, data_path = resolve(args, method, device, ckpt)
+        if hasattr(method, "check_model"):            # a method that needs a part of the model
+            method.check_model(mcfg)
+        if splits:
+            method.check_split(cfg, world.size)
+        if ckpt and not os.path.isfile(data_path):
+            trained = ckpt["meta"]["data"]
+            raise ValueError(f"data file not found: {data_path}" + (
+                f" (the run trained on {trained['bytes']} bytes with sha256 "
+                f"{trained['sha256'][:16]}...: give --data that file)" if "sha256" in trained
+                else " (give --data the file the run trained on)"))
+        data = load_bytes(data_path)
+        record = data_record(data_path, data)
+        if ckpt:
+            check_same_data(ckpt["meta"]["data"], record, data_path)
+        check_data_agrees(record, world)
+        check_data_size(data, data_path, method.num_sequences(cfg), run["seq_len"],
+                        run["val_len"])
+    except ValueError as e:
+        fail(str(e))
+    out_dir = output_dir(args)
+    error = None
+    if world.rank == 0:                                  # rank 0 alone writes files
+        try:
+            hold_out_dir(out_dir)
+            check_out_dir(out_dir, args.resume, args.overwrite)
+        except ValueError as e:
+            error = str(e)
+    if world.bcast(error):                               # every process stops together
+        fail(error)
+    train_bytes, val_bytes = split_train_val(data)
+    params = lm.init_params(mcfg, seed, xp)
+    r = Run(args=args, method=method, world=world, xp=xp, device=device, run=run, mcfg=mcfg,
+            cfg=cfg, seed=seed, data=data_path, data_record=record,
+            out_dir=out_dir,
+            stream=TrainStream(train_bytes, method.num_sequences(cfg), run["seq_len"], xp),
+            windows=val_windows(val_bytes, run["val_windows"], run["val_len"], xp),
+            baselines=ngram_baselines(train_bytes, val_bytes), params=params,
+            state=method.init(params, cfg, mcfg, seed, world))
+    threads = args.threads or max(1, len(os.sched_getaffinity(0)) // world.local_size)
+    lm.set_threads(threads if device == "cpu" else 1)
+    r.say(f"backend: {xp.__name__} ({device}) | processes {world.size}"
+          f"{f' | threads {threads}' if device == 'cpu' else ''} | method {args.method} | "
+          f"model {model_name(mcfg)} ({lm.count_params(mcfg):,} int8 params) | int matmul: "
+          f"{lm.matmul_path(xp)}")
+    r.say(f"config: {json.dumps(dataclasses.asdict(cfg))}")
+    r.say(f"run: {json.dumps(run)}")
+    r.say("baselines (val bits/byte): " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                                   r.baselines.items()))
+    if ckpt:
+        ckpt = load_checkpoint(args.resume, xp)
+        r.params, r.state = ckpt["params"], shard(ckpt["state"], method, world)
+        meta = ckpt["meta"]
+        r.start, r.best, r.elapsed_before = meta["step"], meta["best_val"], meta["elapsed_s"]
+        r.step = r.start
+        if r.lead:
+            r.rows = [row for row in read_log(os.path.join(out_dir, "log.csv"))
+                      if int(row["step"]) <= r.start]
+        r.say(f"resumed from {args.resume} at step {r.start}")
+    r.threads = threads
+    r.provenance = provenance() if r.lead else {}       # rank 0 alone writes the summary
+    return args, r
+
+
+def train_loop(r):
+    """step -> evaluate and checkpoint the best -> log, until the steps or the budget end.
+    Returns the last step done."""
+    steps, budget, t = r.run["steps"], r.run["budget_s"], r.start
+    tokens, window_start, eval_s = 0, time.time(), 0.0   # member-tokens/s: training time only
+    while steps is None or t < steps:
+        r.params, r.state, stats = r.method.step(r.params, r.state, r.stream.batch(t), t, r.cfg,
+                                                 r.mcfg, r.seed, r.world)
+        t, tokens = t + 1, tokens + stats["member_tokens"]
+        r.step = t
+        # rank 0's clock (and Ctrl-C) decides, so that every process stops after the same step
+        stop = r.world.bcast(f"budget of {budget:g}s reached" if budget is not None and
+                             r.elapsed() >= budget else f"stopped ({STOP['asked']})"
+                             if STOP["asked"] else "")
+        val, scores = None, {}
+        if t % r.run["eval_every"] == 0 or t == steps or stop:
+            eval_start = time.time()
+            check_ranks_agree(r.params, r.world, t)
+            val, scores = evaluate(r), val_scores(r)
+            if val < r.best:
+                r.best = val
+                checkpoint(r, "ckpt_best.npz", t)
+            eval_s += time.time() - eval_start
+        if t % r.run["log_every"] == 0 or val is not None or t == steps:
+            stats = {k: float(v) for k, v in stats.items()}    # note: a CPU-GPU sync point
+            rate = tokens / max(time.time() - window_start - eval_s, 1e-9)
+            pace = (r.elapsed() - r.elapsed_before) / (t - r.start)
+            left = pace * (steps - t) if steps else budget - r.elapsed()
+            total = steps or f"~{t + max(0, int(left / pace))}"
+            r.say(progress_line(t, total, r.method.LOSS, stats, val, rate, r.elapsed(), left)
+                  + "".join(f" | {k} {v}" for k, v in scores.items()), flush=True)
+            r.rows.append({"step": t, r.method.LOSS: f"{stats[r.method.LOSS]:.5f}",
+                           "val_bpb": "" if val is None else f"{val:.5f}", **scores,
+                           "member_tokens_per_s": f"{rate:.1f}", "elapsed_s": f"{r.elapsed():.1f}",
+                           **{k: f"{v:.6g}" for k, v in stats.items() if k != r.method.LOSS}})
+            tokens, window_start, eval_s = 0, time.time(), 0.0
+        if val is not None:
+            save_progress(r, t)
+        if stop:
+            r.say(f"{stop} at step {t}")
+            break
+    return t
+
+
+def finish(r, t):
+    """The outputs, in order of value: the last checkpoint, the log, the sample, the summary,
+    then the optional plot."""
+    checkpoint(r, "ckpt_last.npz", t)
+    if not r.lead:
+        return
+    write_log(os.path.join(r.out_dir, "log.csv"), r.rows, r.method.LOSS)
+    predict = (r.method.predict(r.params, r.state, r.mcfg) if hasattr(r.method, "predict")
+               else lm.lm_predict(r.params, r.mcfg))
+    prompt = bytes(split_train_val(load_bytes(r.data))[1][:64])
+    text = lm.sample(predict, lm.zero_hidden(r.mcfg, 1, r.xp), prompt, r.run["sample_bytes"],
+                     r.seed)
+    with open(os.path.join(r.out_dir, "sample.txt"), "wb") as f:
+        f.write(prompt + text)
+    final = [row for row in r.rows if row["val_bpb"] != ""][-1]
+    rates = [float(row["member_tokens_per_s"]) for row in r.rows if row["member_tokens_per_s"]]
+    summary = {"method": r.args.method, "file": f"{r.args.method}.py", "device": r.device,
+               "world_size": r.world.size, "threads": r.threads if r.device == "cpu" else None,
+               "seed": r.seed, "val_bpb": float(final["val_bpb"]), "best_val_bpb": r.best,
+               **{k: float(v) for k, v in final.items() if k.startswith("val_") and v},  # + val_scores
+               "steps": t, "wall_s": round(r.elapsed(), 1),
+               "member_tokens_per_s": float(np.median(rates)) if rates else 0.0,
+               "peak_memory_mb": peak_memory_mb(r.xp), "baselines": r.baselines,
+               "command": "python train.py " + " ".join(r.args.argv), **r.provenance}
+    with open(os.path.join(r.out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    plot_curve(os.path.join(r.out_dir, "loss.png"), r.rows, r.baselines,
+               f"{r.args.method}, {model_name(r.mcfg)}, {r.device}")
+    print(f"done: step {t}, val bits/byte {final['val_bpb']} (best {r.best:.5f}), "
+          f"{fmt_time(r.elapsed())}; outputs in {r.out_dir}/"
+          + ("" if r.run["steps"] else f"; rerun with --steps {t} to repeat this run"))
+    print("sample: " + (prompt + text)[-200:].decode("utf-8", errors="replace")
+          .replace("\n", " | "))
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything a training run holds between its set-up and its finish."""
+    args: object
+    method: object
+    world: object
+    xp: object
+    device: str
+    run: dict                 # the run settings: steps (None: until budget_s), seq_len, ...
+    mcfg: object
+    cfg: object
+    seed: int
+    data: str                 # the data file's path
+    data_record: dict         # ... and its content, as checkpoints record it
+    out_dir: str
+    stream: object
+    windows: object
+    baselines: dict
+    params: dict
+    state: dict
+    start: int = 0            # the step this run starts from (a resumed run's checkpoint)
+    step: int = 0             # the steps done so far
+    threads: int = 1          # CPU threads evaluating a batch's rows
+    best: float = math.inf
+    elapsed_before: float = 0.0
+    rows: list = dataclasses.field(default_factory=list)
+    t0: float = 0.0
+    # commit, date and machine as the run starts: the code it runs, even if the checkout
+    # moves on while it trains (a notebook commit during a ten-minute run)
+    provenance: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def lead(self):
+        return self.world.rank == 0               # rank 0 alone prints and writes files
+
+    def say(self, *a, **k):
+        if self.lead:
+            print(*a, **k)
+
+    def elapsed(self):
+        return self.elapsed_before + time.time() - self.t0
+
+    def meta(self, step):
+        return {"format": CHECKPOINT_FORMAT, "commit": self.provenance.get("commit"),
+                "method": self.args.method, "seed": self.seed, "data": self.data_record,
+                "model": dataclasses.asdict(self.mcfg), "method_config":
+                dataclasses.asdict(self.cfg), "run": self.run,
+                "step": step, "best_val": self.best, "elapsed_s": self.elapsed()}
+
+
+def evaluate(r):
+    """val bits/byte, computed on rank 0 and known to every process."""
+    predict = r.method.predict(r.params, r.state, r.mcfg) if hasattr(r.method, "predict") \
+        else None
+    return r.world.bcast(lm.evaluate(r.params, r.mcfg, r.windows, predict) if r.lead else None)
+
+
+def val_scores(r):
+    """The method's further scores on the same windows ({} without val_scores), formatted."""
+    if not hasattr(r.method, "val_scores"):
+        return {}
+    scores = r.world.bcast(r.method.val_scores(r.params, r.state, r.mcfg, r.windows)
+                           if r.lead else None)
+    return {k: f"{v:.5f}" for k, v in scores.items()}
+
+
+def save_progress(r, t):
+    """At every evaluation, the log so far, then the latest checkpoint (each replaced
+    atomically): a run killed at any moment (SIGKILL, the OOM killer, a lost machine) resumes
+    from ckpt_last.npz and loses only the steps since. The log goes first, so it never lacks
+    a step the checkpoint has; a resume drops the log's rows past its checkpoint."""
+    if r.lead:
+        write_log(os.path.join(r.out_dir, "log.csv"), r.rows, r.method.LOSS)
+    checkpoint(r, "ckpt_last.npz", t)
+
+
+def checkpoint(r, name, step):
+    """Collective under mpirun: the processes' per-member state is joined on rank 0."""
+    full_state = unshard(r.state, r.method, r.world)
+    if r.lead:
+        save_checkpoint(os.path.join(r.out_dir, name), r.params, full_state, r.meta(step))
+
+
+STOP = {"asked": ""}   # Ctrl-C or SIGTERM once: stop after this step, every output written
+
+
+def ask_to_stop(signum, frame):
+    if STOP["asked"]:
+        raise KeyboardInterrupt                               # twice: stop now
+    STOP["asked"] = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    print(f"\n{STOP['asked']}: stopping after this step and saving everything (again: now)",
+          file=sys.stderr, flush=True)
 
 # -----------------------------------------------------------------------------
 # command line: built from the method's Config; any bad input is one line and exit code 2
@@ -859,6 +1155,59 @@ def cpu_model():
         pass
     return platform.processor() or "unknown CPU"
 
+
+LOCK = {"fd": None}   # this run's hold on its output directory (hold_out_dir)
+
+
+def hold_out_dir(out_dir):
+    """Make OUT/<method>/ and lock it for the run's life (flock on the directory itself): a
+    second run on it is refused, even with --overwrite. The kernel drops the lock when the
+    process ends, however it ends, so a killed run leaves none behind."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied", out_dir)
+        fd = os.open(out_dir, os.O_RDONLY)
+    except OSError as e:
+        raise ValueError(f"cannot write to --out {os.path.dirname(out_dir) or '.'}: "
+                         f"{e.strerror} ({e.filename})")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ValueError(f"{out_dir}/ is in use by a run that is still going: wait for it to "
+                         f"end, or choose another --out")
+    LOCK["fd"] = fd
+
+
+def release_out_dir():
+    if LOCK["fd"] is not None:
+        os.close(LOCK["fd"])
+        LOCK["fd"] = None
+
+
+def output_dir(args):
+    """OUT/<method>/, or a resumed run's own directory."""
+    if args.resume and not args.out:
+        return os.path.dirname(os.path.abspath(args.resume))
+    return os.path.join(args.out or "out", args.method)
+
+
+def check_out_dir(out_dir, resume, overwrite):
+    """A fresh run never writes over another run's outputs: it is refused (one line, exit 2)
+    unless --overwrite; with it, the other run's files are removed first."""
+    held = [f for f in OUTPUT_FILES if os.path.exists(os.path.join(out_dir, f))]
+    if not held or (resume and os.path.samefile(os.path.dirname(os.path.abspath(resume)),
+                                                out_dir)):
+        return
+    if not overwrite:
+        raise ValueError(f"{out_dir}/ holds another run's outputs ({', '.join(held)}): choose "
+                         f"another --out, continue it with --resume "
+                         f"{os.path.join(out_dir, 'ckpt_last.npz')}, or replace it with "
+                         f"--overwrite")
+    for f in held:
+        os.remove(os.path.join(out_dir, f))
+
 # -----------------------------------------------------------------------------
 # the commands that do not train: --sample and --compare
 
@@ -941,352 +1290,6 @@ def compare(out_root, reference=""):
     fig.tight_layout()
     fig.savefig(os.path.join(out_root, "compare.png"), dpi=110)
     return 0
-
-# -----------------------------------------------------------------------------
-# the run: set-up, the training loop, the finish
-
-
-@dataclasses.dataclass
-class Run:
-    """Everything a training run holds between its set-up and its finish."""
-    args: object
-    method: object
-    world: object
-    xp: object
-    device: str
-    run: dict                 # the run settings: steps (None: until budget_s), seq_len, ...
-    mcfg: object
-    cfg: object
-    seed: int
-    data: str                 # the data file's path
-    data_record: dict         # ... and its content, as checkpoints record it
-    out_dir: str
-    stream: object
-    windows: object
-    baselines: dict
-    params: dict
-    state: dict
-    start: int = 0            # the step this run starts from (a resumed run's checkpoint)
-    step: int = 0             # the steps done so far
-    threads: int = 1          # CPU threads evaluating a batch's rows
-    best: float = math.inf
-    elapsed_before: float = 0.0
-    rows: list = dataclasses.field(default_factory=list)
-    t0: float = 0.0
-    # commit, date and machine as the run starts: the code it runs, even if the checkout
-    # moves on while it trains (a notebook commit during a ten-minute run)
-    provenance: dict = dataclasses.field(default_factory=dict)
-
-    @property
-    def lead(self):
-        return self.world.rank == 0               # rank 0 alone prints and writes files
-
-    def say(self, *a, **k):
-        if self.lead:
-            print(*a, **k)
-
-    def elapsed(self):
-        return self.elapsed_before + time.time() - self.t0
-
-    def meta(self, step):
-        return {"format": CHECKPOINT_FORMAT, "commit": self.provenance.get("commit"),
-                "method": self.args.method, "seed": self.seed, "data": self.data_record,
-                "model": dataclasses.asdict(self.mcfg), "method_config":
-                dataclasses.asdict(self.cfg), "run": self.run,
-                "step": step, "best_val": self.best, "elapsed_s": self.elapsed()}
-
-
-LOCK = {"fd": None}   # this run's hold on its output directory (hold_out_dir)
-
-
-def hold_out_dir(out_dir):
-    """Make OUT/<method>/ and lock it for the run's life (flock on the directory itself): a
-    second run on it is refused, even with --overwrite. The kernel drops the lock when the
-    process ends, however it ends, so a killed run leaves none behind."""
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        if not os.access(out_dir, os.W_OK | os.X_OK):
-            raise PermissionError(13, "Permission denied", out_dir)
-        fd = os.open(out_dir, os.O_RDONLY)
-    except OSError as e:
-        raise ValueError(f"cannot write to --out {os.path.dirname(out_dir) or '.'}: "
-                         f"{e.strerror} ({e.filename})")
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise ValueError(f"{out_dir}/ is in use by a run that is still going: wait for it to "
-                         f"end, or choose another --out")
-    LOCK["fd"] = fd
-
-
-def release_out_dir():
-    if LOCK["fd"] is not None:
-        os.close(LOCK["fd"])
-        LOCK["fd"] = None
-
-
-def check_out_dir(out_dir, resume, overwrite):
-    """A fresh run never writes over another run's outputs: it is refused (one line, exit 2)
-    unless --overwrite; with it, the other run's files are removed first."""
-    held = [f for f in OUTPUT_FILES if os.path.exists(os.path.join(out_dir, f))]
-    if not held or (resume and os.path.samefile(os.path.dirname(os.path.abspath(resume)),
-                                                out_dir)):
-        return
-    if not overwrite:
-        raise ValueError(f"{out_dir}/ holds another run's outputs ({', '.join(held)}): choose "
-                         f"another --out, continue it with --resume "
-                         f"{os.path.join(out_dir, 'ckpt_last.npz')}, or replace it with "
-                         f"--overwrite")
-    for f in held:
-        os.remove(os.path.join(out_dir, f))
-
-
-def output_dir(args):
-    """OUT/<method>/, or a resumed run's own directory."""
-    if args.resume and not args.out:
-        return os.path.dirname(os.path.abspath(args.resume))
-    return os.path.join(args.out or "out", args.method)
-
-
-def set_up(argv):
-    """Command line, device, data, model and method state (or a checkpoint's): a Run."""
-    world = join_world()
-    args, method, ckpt = parse_args(argv)
-    if args.compare or args.sample or args.hosts:
-        return args, None
-    splits = hasattr(method, "check_split")           # the method can run under mpirun
-    try:
-        if world.size > 1 and not splits:
-            raise ValueError(f"{args.method} runs in one process only (README \"Scaling out\"); "
-                             f"start it without mpirun")
-        xp = get_backend(args.device)
-        device = "cpu" if xp is np else "cuda"
-        run, mcfg, cfg, seed, data_path = resolve(args, method, device, ckpt)
-        if hasattr(method, "check_model"):            # a method that needs a part of the model
-            method.check_model(mcfg)
-        if splits:
-            method.check_split(cfg, world.size)
-        if ckpt and not os.path.isfile(data_path):
-            trained = ckpt["meta"]["data"]
-            raise ValueError(f"data file not found: {data_path}" + (
-                f" (the run trained on {trained['bytes']} bytes with sha256 "
-                f"{trained['sha256'][:16]}...: give --data that file)" if "sha256" in trained
-                else " (give --data the file the run trained on)"))
-        data = load_bytes(data_path)
-        record = data_record(data_path, data)
-        if ckpt:
-            check_same_data(ckpt["meta"]["data"], record, data_path)
-        check_data_agrees(record, world)
-        check_data_size(data, data_path, method.num_sequences(cfg), run["seq_len"],
-                        run["val_len"])
-    except ValueError as e:
-        fail(str(e))
-    out_dir = output_dir(args)
-    error = None
-    if world.rank == 0:                                  # rank 0 alone writes files
-        try:
-            hold_out_dir(out_dir)
-            check_out_dir(out_dir, args.resume, args.overwrite)
-        except ValueError as e:
-            error = str(e)
-    if world.bcast(error):                               # every process stops together
-        fail(error)
-    train_bytes, val_bytes = split_train_val(data)
-    params = lm.init_params(mcfg, seed, xp)
-    r = Run(args=args, method=method, world=world, xp=xp, device=device, run=run, mcfg=mcfg,
-            cfg=cfg, seed=seed, data=data_path, data_record=record,
-            out_dir=out_dir,
-            stream=TrainStream(train_bytes, method.num_sequences(cfg), run["seq_len"], xp),
-            windows=val_windows(val_bytes, run["val_windows"], run["val_len"], xp),
-            baselines=ngram_baselines(train_bytes, val_bytes), params=params,
-            state=method.init(params, cfg, mcfg, seed, world))
-    threads = args.threads or max(1, len(os.sched_getaffinity(0)) // world.local_size)
-    lm.set_threads(threads if device == "cpu" else 1)
-    r.say(f"backend: {xp.__name__} ({device}) | processes {world.size}"
-          f"{f' | threads {threads}' if device == 'cpu' else ''} | method {args.method} | "
-          f"model {model_name(mcfg)} ({lm.count_params(mcfg):,} int8 params) | int matmul: "
-          f"{lm.matmul_path(xp)}")
-    r.say(f"config: {json.dumps(dataclasses.asdict(cfg))}")
-    r.say(f"run: {json.dumps(run)}")
-    r.say("baselines (val bits/byte): " + ", ".join(f"{k} {v:.3f}" for k, v in
-                                                   r.baselines.items()))
-    if ckpt:
-        ckpt = load_checkpoint(args.resume, xp)
-        r.params, r.state = ckpt["params"], shard(ckpt["state"], method, world)
-        meta = ckpt["meta"]
-        r.start, r.best, r.elapsed_before = meta["step"], meta["best_val"], meta["elapsed_s"]
-        r.step = r.start
-        if r.lead:
-            r.rows = [row for row in read_log(os.path.join(out_dir, "log.csv"))
-                      if int(row["step"]) <= r.start]
-        r.say(f"resumed from {args.resume} at step {r.start}")
-    r.threads = threads
-    r.provenance = provenance() if r.lead else {}       # rank 0 alone writes the summary
-    return args, r
-
-
-def evaluate(r):
-    """val bits/byte, computed on rank 0 and known to every process."""
-    predict = r.method.predict(r.params, r.state, r.mcfg) if hasattr(r.method, "predict") \
-        else None
-    return r.world.bcast(lm.evaluate(r.params, r.mcfg, r.windows, predict) if r.lead else None)
-
-
-def val_scores(r):
-    """The method's further scores on the same windows ({} without val_scores), formatted."""
-    if not hasattr(r.method, "val_scores"):
-        return {}
-    scores = r.world.bcast(r.method.val_scores(r.params, r.state, r.mcfg, r.windows)
-                           if r.lead else None)
-    return {k: f"{v:.5f}" for k, v in scores.items()}
-
-
-def checkpoint(r, name, step):
-    """Collective under mpirun: the processes' per-member state is joined on rank 0."""
-    full_state = unshard(r.state, r.method, r.world)
-    if r.lead:
-        save_checkpoint(os.path.join(r.out_dir, name), r.params, full_state, r.meta(step))
-
-
-def train_loop(r):
-    """step -> evaluate and checkpoint the best -> log, until the steps or the budget end.
-    Returns the last step done."""
-    steps, budget, t = r.run["steps"], r.run["budget_s"], r.start
-    tokens, window_start, eval_s = 0, time.time(), 0.0   # member-tokens/s: training time only
-    while steps is None or t < steps:
-        r.params, r.state, stats = r.method.step(r.params, r.state, r.stream.batch(t), t, r.cfg,
-                                                 r.mcfg, r.seed, r.world)
-        t, tokens = t + 1, tokens + stats["member_tokens"]
-        r.step = t
-        # rank 0's clock (and Ctrl-C) decides, so that every process stops after the same step
-        stop = r.world.bcast(f"budget of {budget:g}s reached" if budget is not None and
-                             r.elapsed() >= budget else f"stopped ({STOP['asked']})"
-                             if STOP["asked"] else "")
-        val, scores = None, {}
-        if t % r.run["eval_every"] == 0 or t == steps or stop:
-            eval_start = time.time()
-            check_ranks_agree(r.params, r.world, t)
-            val, scores = evaluate(r), val_scores(r)
-            if val < r.best:
-                r.best = val
-                checkpoint(r, "ckpt_best.npz", t)
-            eval_s += time.time() - eval_start
-        if t % r.run["log_every"] == 0 or val is not None or t == steps:
-            stats = {k: float(v) for k, v in stats.items()}    # note: a CPU-GPU sync point
-            rate = tokens / max(time.time() - window_start - eval_s, 1e-9)
-            pace = (r.elapsed() - r.elapsed_before) / (t - r.start)
-            left = pace * (steps - t) if steps else budget - r.elapsed()
-            total = steps or f"~{t + max(0, int(left / pace))}"
-            r.say(progress_line(t, total, r.method.LOSS, stats, val, rate, r.elapsed(), left)
-                  + "".join(f" | {k} {v}" for k, v in scores.items()), flush=True)
-            r.rows.append({"step": t, r.method.LOSS: f"{stats[r.method.LOSS]:.5f}",
-                           "val_bpb": "" if val is None else f"{val:.5f}", **scores,
-                           "member_tokens_per_s": f"{rate:.1f}", "elapsed_s": f"{r.elapsed():.1f}",
-                           **{k: f"{v:.6g}" for k, v in stats.items() if k != r.method.LOSS}})
-            tokens, window_start, eval_s = 0, time.time(), 0.0
-        if val is not None:
-            save_progress(r, t)
-        if stop:
-            r.say(f"{stop} at step {t}")
-            break
-    return t
-
-
-def save_progress(r, t):
-    """At every evaluation, the log so far, then the latest checkpoint (each replaced
-    atomically): a run killed at any moment (SIGKILL, the OOM killer, a lost machine) resumes
-    from ckpt_last.npz and loses only the steps since. The log goes first, so it never lacks
-    a step the checkpoint has; a resume drops the log's rows past its checkpoint."""
-    if r.lead:
-        write_log(os.path.join(r.out_dir, "log.csv"), r.rows, r.method.LOSS)
-    checkpoint(r, "ckpt_last.npz", t)
-
-
-def finish(r, t):
-    """The outputs, in order of value: the last checkpoint, the log, the sample, the summary,
-    then the optional plot."""
-    checkpoint(r, "ckpt_last.npz", t)
-    if not r.lead:
-        return
-    write_log(os.path.join(r.out_dir, "log.csv"), r.rows, r.method.LOSS)
-    predict = (r.method.predict(r.params, r.state, r.mcfg) if hasattr(r.method, "predict")
-               else lm.lm_predict(r.params, r.mcfg))
-    prompt = bytes(split_train_val(load_bytes(r.data))[1][:64])
-    text = lm.sample(predict, lm.zero_hidden(r.mcfg, 1, r.xp), prompt, r.run["sample_bytes"],
-                     r.seed)
-    with open(os.path.join(r.out_dir, "sample.txt"), "wb") as f:
-        f.write(prompt + text)
-    final = [row for row in r.rows if row["val_bpb"] != ""][-1]
-    rates = [float(row["member_tokens_per_s"]) for row in r.rows if row["member_tokens_per_s"]]
-    summary = {"method": r.args.method, "file": f"{r.args.method}.py", "device": r.device,
-               "world_size": r.world.size, "threads": r.threads if r.device == "cpu" else None,
-               "seed": r.seed, "val_bpb": float(final["val_bpb"]), "best_val_bpb": r.best,
-               **{k: float(v) for k, v in final.items() if k.startswith("val_") and v},  # + val_scores
-               "steps": t, "wall_s": round(r.elapsed(), 1),
-               "member_tokens_per_s": float(np.median(rates)) if rates else 0.0,
-               "peak_memory_mb": peak_memory_mb(r.xp), "baselines": r.baselines,
-               "command": "python train.py " + " ".join(r.args.argv), **r.provenance}
-    with open(os.path.join(r.out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    plot_curve(os.path.join(r.out_dir, "loss.png"), r.rows, r.baselines,
-               f"{r.args.method}, {model_name(r.mcfg)}, {r.device}")
-    print(f"done: step {t}, val bits/byte {final['val_bpb']} (best {r.best:.5f}), "
-          f"{fmt_time(r.elapsed())}; outputs in {r.out_dir}/"
-          + ("" if r.run["steps"] else f"; rerun with --steps {t} to repeat this run"))
-    print("sample: " + (prompt + text)[-200:].decode("utf-8", errors="replace")
-          .replace("\n", " | "))
-
-
-STOP = {"asked": ""}   # Ctrl-C or SIGTERM once: stop after this step, every output written
-
-
-def ask_to_stop(signum, frame):
-    if STOP["asked"]:
-        raise KeyboardInterrupt                               # twice: stop now
-    STOP["asked"] = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-    print(f"\n{STOP['asked']}: stopping after this step and saving everything (again: now)",
-          file=sys.stderr, flush=True)
-
-
-def run_command(argv):
-    args, r = set_up(argv)
-    if args.hosts:
-        return launch_on_hosts(args)
-    if r is None:
-        return compare(args.compare, args.reference) if args.compare else sample_checkpoint(args)
-    r.t0 = time.time()
-    if r.start == 0:
-        v0, scores = evaluate(r), val_scores(r)
-        r.rows.append({"step": 0, r.method.LOSS: "", "val_bpb": f"{v0:.5f}", "member_tokens_per_s": "",
-                       "elapsed_s": "0.0", **scores})
-        r.say(f"step {0:5d}/{r.run['steps'] or '?'} | val {v0:.4f} (untrained)"
-              + "".join(f" | {k} {v}" for k, v in scores.items()))
-    try:
-        t = train_loop(r)
-    except KeyboardInterrupt:
-        if r.world.size > 1:   # the processes stop at different points: no collective save
-            r.say(f"\ninterrupted: nothing more saved under mpirun; resume from "
-                  f"{os.path.join(r.out_dir, 'ckpt_last.npz')} (the last evaluation)")
-            r.world.abort(130)
-        checkpoint(r, "ckpt_last.npz", r.step)
-        write_log(os.path.join(r.out_dir, "log.csv"), r.rows, r.method.LOSS)
-        print(f"\ninterrupted: saved {os.path.join(r.out_dir, 'ckpt_last.npz')} at step {r.step}")
-        return 0
-    finish(r, t)
-    return 0
-
-
-def train(argv):
-    """The command line's run; Ctrl-C stops it after the current step (ask_to_stop)."""
-    STOP["asked"] = ""
-    handlers = {s: signal.signal(s, ask_to_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return run_command(argv)
-    finally:
-        release_out_dir()
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
 
 
 if __name__ == "__main__":
