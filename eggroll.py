@@ -20,17 +20,8 @@ The integer scheme on the int8 LM (App. H), what `train.py --method eggroll` run
          Z = sum_k F_k E_k in integers
     H.3  W <- I8(W + sign(Z) [|Z| >= z_{1-alpha_t/2} std(Z)]),  alpha_t = 1/(1 + 0.015 t),
          std(Z) = 256 sqrt(P r) the spread of Z under random signs F
-`--update threshold` runs H.3 as is: about a fraction alpha_t of the weights moves by +-1.
-`--update sgd` (the default; a departure) keeps a 16-bit fraction per weight, the optimiser
-state App. H.3 leaves to future work, and takes the float code path's SGD step on it:
-    W_q16 <- W_q16 + 2^16 lr alpha_t Z / std(Z),   W = I8(round(W_q16 / 2^16))
-and the forward reads the int8 W. `--signal sign` is H.2's signal; the default (zscore, a
-departure) keeps the size of the pair's difference: F_k = round(16 d_k / rms(d)), d_k = f+ - f-,
-and std(Z) grows by F's rms, 16. The default sampling (independent, a departure) gives every
-member its own E_i instead of a mirrored pair and scores it against the mean fitness of its
-group, the G = 16 members that share its data window: F_i from d_i = G f_i - sum_{j in group}
-f_j, N directions a step instead of N/2, with the same forward, update and std(Z) over P = N
-directions. `--sampling antithetic --group_size 2` is the paper's pairs.
+The default run departs from App. H in three options, each explained at its Config field:
+the update (sgd), the signal (zscore) and the sampling (independent members in groups).
 
 Departures, each also marked at its line:
   * integer rank r > 1 is a sum of r rank-1 terms (the reference code has rank 1 only);
@@ -40,7 +31,7 @@ Departures, each also marked at its line:
   * alpha_t counts t in the paper's steps of 2048 members x 100 bytes, so that a run cut into
     smaller steps follows the same schedule per member-token: alpha = 1/(1 + alpha_decay M /
     204800) after M member-tokens (the paper's alpha_decay is 0.015);
-  * the sgd update, the zscore signal and independent sampling (above);
+  * the sgd update, the zscore signal and independent sampling (at their Config fields);
   * the vectors (norm gains, biases) are perturbed with their own sigma_hat, by default one
     more than the matrices' (half their sigma).
 
@@ -347,13 +338,26 @@ class Config:
     sigma_shift: int = 3      # sigma_hat: perturbation scale sigma = 2^-sigma_hat (H.1)
     sigma_shift_vectors: int = 4  # sigma_hat of the vectors (norm gains, biases): half the matrices' sigma
     alpha_decay: float = 0.015  # alpha = 1 / (1 + alpha_decay M / 204800) after M member-tokens
+    # update: threshold runs H.3 as is (about a fraction alpha_t of the weights moves by +-1);
+    # sgd (the default, a departure) keeps a 16-bit fraction per weight, the optimiser state
+    # App. H.3 leaves to future work, and takes the float algorithm's SGD step on it:
+    #     W_q16 <- W_q16 + 2^16 lr alpha_t Z / std(Z),   W = I8(round(W_q16 / 2^16))
+    # and the forward reads the int8 W
     update: Literal["sgd", "threshold"] = "sgd"  # sgd: lr alpha Z / std(Z) into 16-bit fractions; threshold: H.3
     lr: float = 1.0           # sgd: int8 weight units per standard deviation of Z, times alpha
     rank: int = 1             # r: rank of each member's perturbation of each matrix
     noise_reuse: int = 1      # steps sharing one noise draw (0: the same noise every step)
     time_chunk: int = 25      # bytes per forward chunk (memory bound; results do not depend on it)
     member_chunk: int = 0     # members per chunk, even, 0 = all (bounds a step's memory)
+    # signal: sign is H.2's; zscore (the default, a departure) keeps the size of a direction's
+    # fitness difference, F_k = round(16 d_k / rms(d)), d_k = f+ - f-, and std(Z) grows by F's
+    # rms, 16
     signal: Literal["zscore", "sign"] = "zscore"  # F_k: the z-scored difference, or sign (H.2)
+    # sampling: antithetic is the paper's mirrored pairs (+E_k, -E_k; with --group_size 2);
+    # independent (the default, a departure) gives every member its own E_i and scores it
+    # against the mean fitness of its group, the G members that share its data window:
+    # F_i from d_i = G f_i - sum_{j in group} f_j, N directions a step instead of N/2, with the
+    # same forward, update and std(Z) over P = N directions
     sampling: Literal["antithetic", "independent"] = "independent"  # +-E_k pairs, or E_k per member
 
 
