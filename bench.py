@@ -427,6 +427,32 @@ def noise_numbers_per_step(name, mcfg, population, rank=1):
     return 2 * pairs * lm.count_params(mcfg)
 
 
+# the model of a memory claim: init_params for a model too large for its float64 draws
+
+
+def init_params_in_rows(cfg, seed, xp=np, max_draw=1 << 22):
+    """lm.init_params bit for bit, in bounded memory: each matrix's normals are drawn a block of
+    rows at a time (at most max_draw float64 numbers, 32 MiB), rounded into the int8 matrix.
+
+    init_params holds float64 copies of a whole matrix (2.7 GB each for the 36864 x 9216 MLP
+    of a D = 9216 model); here the peak is the int8 parameters plus one block. The generator
+    draws the same numbers in the same order whether asked for them at once or in pieces."""
+    lm.check_model_config(cfg)
+    params = {}
+    for pid, (name, shape) in enumerate(lm.param_shapes(cfg).items()):
+        if len(shape) != 2:
+            params[name] = lm.init_params_vector(name, shape, xp)
+            continue
+        rng = np.random.default_rng([seed, lm.INIT_STREAM, pid])
+        w = np.empty(shape, dtype=np.int8)
+        rows = max(1, max_draw // shape[1])
+        for r0 in range(0, shape[0], rows):
+            block = np.rint(lm.Q_ONE * rng.standard_normal((min(rows, shape[0] - r0), shape[1])))
+            w[r0: r0 + rows] = np.clip(block, -127, 127)                 # q4, N(0, 1) * 16
+        params[name] = xp.asarray(w)
+    return params
+
+
 def profile_step(name, D, L, population, seq_len, repeat, member_chunk=None):
     """One step of `name` (eggroll or es_naive, the paper's threshold update; member_chunk
     members evaluated at a time, None: the method's default) at model (D, L) on real windows, against plain inference of the same rows x bytes through the same
@@ -443,7 +469,7 @@ def profile_step(name, D, L, population, seq_len, repeat, member_chunk=None):
            "noise_numbers": noise_numbers_per_step(name, mcfg, population)}
     rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # Linux: KiB
     try:
-        params = lm.init_params_in_rows(mcfg, 0)
+        params = init_params_in_rows(mcfg, 0)
         cfg = method.Config(population=population, group_size=2, time_chunk=seq_len,
                             update="threshold", sampling="antithetic")
         if member_chunk is not None:
@@ -505,7 +531,7 @@ def billion_step_on_device(xp, D=4096, L=5, population=1024, seq_len=16, repeat=
     seconds of each (CUDA events on a GPU), and the CuPy pool's high-water mark. The paper's
     threshold update, rank 1. Returns a dict."""
     mcfg = lm.ModelConfig(D, L)
-    params = {k: xp.asarray(v) for k, v in lm.init_params_in_rows(mcfg, 0).items()}
+    params = {k: xp.asarray(v) for k, v in init_params_in_rows(mcfg, 0).items()}
     cfg = eggroll.Config(population=population, group_size=2, time_chunk=seq_len,
                          update="threshold", sampling="antithetic")
     state = eggroll.init(params, cfg, mcfg, 0, ONE)

@@ -841,33 +841,6 @@ def recurrent_linear(x, ops, out, scratch):
     np.clip(out, I8_LO, I8_HI, out=out)
     return out
 
-
-# -----------------------------------------------------------------------------
-# memory only: init_params for a model too large for its float64 draws (bench.py --claim billion)
-
-
-def init_params_in_rows(cfg, seed, xp=np, max_draw=1 << 22):
-    """init_params bit for bit, in bounded memory: each matrix's normals are drawn a block of
-    rows at a time (at most max_draw float64 numbers, 32 MiB), rounded into the int8 matrix.
-
-    init_params holds float64 copies of a whole matrix (2.7 GB each for the 36864 x 9216 MLP
-    of a D = 9216 model); here the peak is the int8 parameters plus one block. The generator
-    draws the same numbers in the same order whether asked for them at once or in pieces."""
-    check_model_config(cfg)
-    params = {}
-    for pid, (name, shape) in enumerate(param_shapes(cfg).items()):
-        if len(shape) != 2:
-            params[name] = init_params_vector(name, shape, xp)
-            continue
-        rng = np.random.default_rng([seed, INIT_STREAM, pid])
-        w = np.empty(shape, dtype=np.int8)
-        rows = max(1, max_draw // shape[1])
-        for r0 in range(0, shape[0], rows):
-            block = np.rint(Q_ONE * rng.standard_normal((min(rows, shape[0] - r0), shape[1])))
-            w[r0: r0 + rows] = np.clip(block, -127, 127)                 # q4, N(0, 1) * 16
-        params[name] = xp.asarray(w)
-    return params
-
 # -----------------------------------------------------------------------------
 # Adam: the one optimiser of every float part (FF, NoProp, backprop, the float ES demos)
 

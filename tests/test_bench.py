@@ -133,7 +133,7 @@ def test_int_matmul_takes_the_split_path_above_1040(monkeypatch):
 def test_init_params_in_rows_equals_init_params(max_draw):
     """The row-block init gives init_params' parameters bit for bit (names, order, dtypes)."""
     cfg = lm.ModelConfig(48, 2)
-    want, got = lm.init_params(cfg, 7), lm.init_params_in_rows(cfg, 7, max_draw=max_draw)
+    want, got = lm.init_params(cfg, 7), bench.init_params_in_rows(cfg, 7, max_draw=max_draw)
     assert len(want) > 0 and list(got) == list(want), list(got)
     for k in want:
         assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k]), k
@@ -145,7 +145,7 @@ def test_init_params_in_rows_holds_one_block_at_a_time():
     cfg, max_draw = lm.ModelConfig(256, 1), 1 << 14
     n_params = lm.count_params(cfg)
     rows_peak = bench.traced_peak_bytes(
-        lambda: lm.init_params_in_rows(cfg, 0, max_draw=max_draw))
+        lambda: bench.init_params_in_rows(cfg, 0, max_draw=max_draw))
     whole_peak = bench.traced_peak_bytes(lambda: lm.init_params(cfg, 0))
     assert rows_peak <= n_params + 3 * 8 * max_draw + 2**16, rows_peak
     assert whole_peak > 8 * 4 * 256 * 256, whole_peak     # one float64 MLP matrix at least
