@@ -138,8 +138,7 @@ def run_command(argv):
             r.say(f"\ninterrupted: nothing more saved under mpirun; resume from "
                   f"{os.path.join(r.out_dir, 'ckpt_last.npz')} (the last evaluation)")
             r.world.abort(130)
-        checkpoint(r, "ckpt_last.npz", r.step)
-        write_log(os.path.join(r.out_dir, "log.csv"), r.rows, r.method.LOSS)
+        save_progress(r, r.step)
         print(f"\ninterrupted: saved {os.path.join(r.out_dir, 'ckpt_last.npz')} at step {r.step}")
         return 0
     finish(r, t)
@@ -268,12 +267,11 @@ def train_loop(r):
 
 
 def finish(r, t):
-    """The outputs, in order of value: the last checkpoint, the log, the sample, the summary,
-    then the optional plot."""
-    checkpoint(r, "ckpt_last.npz", t)
+    """The outputs the evaluations did not write, in order of value: the sample, the summary,
+    then the optional plot. The last step always evaluates, so save_progress has already
+    written its log and ckpt_last.npz."""
     if not r.lead:
         return
-    write_log(os.path.join(r.out_dir, "log.csv"), r.rows, r.method.LOSS)
     predict = (r.method.predict(r.params, r.state, r.mcfg) if hasattr(r.method, "predict")
                else lm.lm_predict(r.params, r.mcfg))
     prompt = bytes(split_train_val(load_bytes(r.data))[1][:64])
