@@ -139,7 +139,8 @@ def direction_noise(seed, t, cfg, pid, shape, directions, xp):
     """Parameter pid's noise for the directions `directions` (ids k), a pure function of its key.
 
     Matrix (m, n): A (p, m, r) and B (p, n, r) int8 ~ 16 N(0,1), B first as in the reference.
-    Vector (d,): a * b of two int8 normals, (p, d) int32 with std 256."""
+    Vector (d,): a * b of two int8 normals, (p, d) int32 with std 256: App. H's form, q8 like
+    a matrix's A B^T, so that one shift (4 + sigma_hat) scales both (naive ES: one draw, q4)."""
     key = lm.stream_key(seed, noise_epoch(t, cfg), pid)
     if len(shape) == 2:
         m, n = shape
@@ -364,11 +365,13 @@ class Config:
 # the training loss step() reports, named by what it is (log.csv column, progress line)
 LOSS = "population_bpb"   # the members' mean bits/byte on the step's windows
 
-# train.py's run on each device: its own settings (steps, seq_len, ...) and Config overrides.
+# train.py's run on each device: its own settings (steps, seq_len, ...) and this method's
+# tuning of Config: population, alpha_decay and member_chunk, sized for its cost per member.
 # The CPU run takes about 2 minutes on 2 cores; results/README.md has the runs behind both.
-DEFAULTS = {"cpu": dict(steps=1100, seq_len=25, eval_every=100, log_every=20),
+DEFAULTS = {"cpu": dict(steps=1100, seq_len=25, eval_every=100, log_every=20,
+                        population=1024, alpha_decay=0.015, member_chunk=0),
             "cuda": dict(steps=1000, seq_len=100, eval_every=25, log_every=5,
-                         population=8192, member_chunk=4096)}
+                         population=8192, alpha_decay=0.015, member_chunk=4096)}
 
 
 def check_config(cfg):

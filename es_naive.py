@@ -134,7 +134,9 @@ def noise_epoch(t, cfg):
 def direction_noise(seed, t, cfg, pid, shape, directions, xp):
     """Parameter pid's noise for the directions `directions` (ids k), a pure function of its key.
 
-    E (p, m, n) for a matrix, (p, d) for a vector: int8 ~ 16 N(0,1), every entry its own draw."""
+    E (p, m, n) for a matrix, (p, d) for a vector: int8 ~ 16 N(0,1), every entry its own draw.
+    A vector takes the matrices' form (one draw per entry, q4): full-rank noise needs no
+    other; EGGROLL's a * b (q8) exists to match its A B^T."""
     key = lm.stream_key(seed, noise_epoch(t, cfg), pid)
     E = lm.noise_int8(key, directions, math.prod(shape), xp)             # (p, m n) int8
     return E.reshape((-1,) + tuple(shape))                               # (p, m, n) or (p, d)
@@ -312,11 +314,11 @@ def update(params, state, F, noise, alpha, cfg):
 
 @dataclass
 class Config:
-    population: int = 128     # N members per step, even (with antithetic sampling: pairs 2k, 2k+1)
+    population: int = 1024    # N members per step, even (with antithetic sampling: pairs 2k, 2k+1)
     group_size: int = 16      # members sharing one data window; even, divides population
     sigma_shift: int = 3      # sigma_hat: perturbation scale sigma = 2^-sigma_hat (H.1)
     sigma_shift_vectors: int = 4  # sigma_hat of the vectors (norm gains, biases): half the matrices' sigma
-    alpha_decay: float = 0.06   # alpha = 1 / (1 + alpha_decay M / 204800) after M member-tokens
+    alpha_decay: float = 0.015  # alpha = 1 / (1 + alpha_decay M / 204800) after M member-tokens
     # update: threshold runs H.3 as is (about a fraction alpha_t of the weights moves by +-1);
     # sgd (the default, a departure) keeps a 16-bit fraction per weight, the optimiser state
     # App. H.3 leaves to future work, and takes the float algorithm's SGD step on it:
@@ -326,7 +328,7 @@ class Config:
     lr: float = 1.0           # sgd: int8 weight units per standard deviation of Z, times alpha
     noise_reuse: int = 1      # steps sharing one noise draw (0: the same noise every step)
     time_chunk: int = 25      # bytes per forward chunk (memory bound; results do not depend on it)
-    member_chunk: int = 64    # members per chunk, even, 0 = all (bounds a step's memory)
+    member_chunk: int = 0     # members per chunk, even, 0 = all (bounds a step's memory)
     # signal: sign is H.2's; zscore (the default, a departure) keeps the size of a direction's
     # fitness difference, F_k = round(16 d_k / rms(d)), d_k = f+ - f-, and std(Z) grows by F's
     # rms, 16
@@ -342,11 +344,13 @@ class Config:
 # the training loss step() reports, named by what it is (log.csv column, progress line)
 LOSS = "population_bpb"   # the members' mean bits/byte on the step's windows
 
-# train.py's run on each device: its own settings (steps, seq_len, ...) and Config overrides.
+# train.py's run on each device: its own settings (steps, seq_len, ...) and this method's
+# tuning of Config: population, alpha_decay and member_chunk, sized for its cost per member.
 # The CPU run takes about 2 minutes on 2 cores; results/README.md has the runs behind both.
-DEFAULTS = {"cpu": dict(steps=500, seq_len=100, eval_every=50, log_every=10),
+DEFAULTS = {"cpu": dict(steps=500, seq_len=100, eval_every=50, log_every=10,
+                        population=128, alpha_decay=0.06, member_chunk=64),
             "cuda": dict(steps=300, seq_len=100, eval_every=25, log_every=5,
-                         population=512, member_chunk=128)}
+                         population=512, alpha_decay=0.06, member_chunk=128)}
 
 
 def check_config(cfg):

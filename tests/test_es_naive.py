@@ -7,6 +7,7 @@ On a quadratic L(θ) = ½ (θ − θ*)ᵀ H (θ − θ*) an antithetic pair's di
 L(θ + σε) − L(θ − σε) = 2σ εᵀ∇L, so raw-fitness ES with P pairs gives ĝ = (1/P) Σ_k (ε_kᵀ g) ε_k
 (minus sign: ES ascends f = −L), whose mean is g and whose E‖ĝ − g‖² is (d + 1)/P · ‖g‖².
 """
+import dataclasses
 import tracemalloc
 
 import numpy as np
@@ -289,7 +290,7 @@ def test_short_lm_run_lowers_val_bits_per_byte():
     """D = 32, N = 32 members, 32-byte windows, 60 steps (~4 s): val bits/byte on 16 fixed
     64-byte windows falls by >= 0.8 from the untrained ~8.6."""
     mcfg = lm.ModelConfig(32, 1)
-    cfg = es_naive.Config(population=32, group_size=2, member_chunk=16)
+    cfg = es_naive.Config(population=32, group_size=2, member_chunk=16, alpha_decay=0.06)
     stream = train.TrainStream(TRAIN, es_naive.num_sequences(cfg), 32)
     windows = train.val_windows(VAL, 16, 64)
     params = lm.init_params(mcfg, 0)
@@ -315,11 +316,17 @@ def test_check_config_rejects(bad):
 
 def test_naive_es_and_eggroll_share_their_estimator_defaults():
     """The two ES files differ in the noise, not in the estimator: the same sampling, groups,
-    signal, update, σ̂ and lr by default (population, α decay and chunking are each method's,
-    sized for its cost per member); naive ES's defaults on either device pass its own checks."""
+    signal, update, σ̂ and lr, and their Config fields the same defaults; population, α decay
+    and chunking are each method's tuning, in its DEFAULTS (sized for its cost per member), and
+    naive ES's defaults on either device pass its own checks."""
     shared = ("sampling", "group_size", "signal", "update", "sigma_shift", "sigma_shift_vectors",
               "lr", "noise_reuse", "time_chunk")
-    naive, egg = es_naive.Config(), eggroll.Config()
+    assert dataclasses.asdict(es_naive.Config()) == {
+        k: v for k, v in dataclasses.asdict(eggroll.Config()).items() if k != "rank"}
+    naive, egg = train.default_config(es_naive, "cpu"), train.default_config(eggroll, "cpu")
     assert {k: getattr(naive, k) for k in shared} == {k: getattr(egg, k) for k in shared}
+    tuned = ("population", "alpha_decay", "member_chunk")
+    assert {k: getattr(naive, k) for k in tuned} == dict(population=128, alpha_decay=0.06,
+                                                         member_chunk=64)
     for device in ("cpu", "cuda"):
         es_naive.check_config(train.default_config(es_naive, device))
