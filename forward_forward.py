@@ -240,7 +240,7 @@ def gru_ff_loss_and_grads(w, n, s, sign, weight, theta):
     B_h, mB_h = clip_mask(fh @ w["u_h"].T / c)                    # (R, D)
     hh, m_hh = clip_mask(A_h + w["b_h"] + B_h)                    # (R, D) h'
     h, m_h = clip_mask(s + gate * (hh - s) / 256.0)               # (R, D) new state
-    g = xp.sum(h * h, axis=1) / (256.0 * D)                       # (R,) mean (h/16)^2 [MLP learner]
+    g = xp.sum(h * h, axis=1) / (256.0 * D)                       # (R,) mean (h/16)^2 [GRU learner]
     loss, dg = ff_objective(g, sign, weight, theta)               # [loss]
     d_h = dg[:, None] * 2.0 * h / (256.0 * D) * m_h               # (R, D) dL/d(pre-clip h)
     d_hh = d_h * gate / 256.0 * m_hh                              # (R, D) dL/d(pre-clip h')
@@ -292,20 +292,20 @@ def block_states(params, p, y, s0):
 
 
 def candidate_goodness(params, mcfg, s_prev):
-    """[goodness predictor] the goodness scan [scan] on the LM: feed every byte c at each of P positions
-    from the real previous states s_prev (L, P, D), one integer step of every block, and sum
-    the learners' goodness. Exact integers: G (P, 256) int64 in units of 1 / (256 D) (so that
-    G / (256 D) = sum over learners of mean_j (a_j / 16)^2, the [MLP learner] goodness)."""
+    """[goodness predictor] the goodness scan [scan] on the LM: feed every byte c at each of K positions
+    from the real previous states s_prev (L, K, D), one integer step of every block, and sum
+    the learners' goodness. Exact integers: G (K, 256) int64 in units of 1 / (256 D) (so that
+    G / (256 D) = sum over learners of mean_j (a_j / 16)^2, the GRU and MLP learners' goodness)."""
     xp = lm.backend_of(s_prev)
-    L, P, D = s_prev.shape
-    cand = xp.tile(xp.arange(lm.VOCAB, dtype=xp.uint8), P)       # (P 256,) c fastest
-    y = lm.embed(params, cand[:, None], None)                     # (P 256, 1, D)
-    G = xp.zeros(P * lm.VOCAB, xp.int64)
+    L, K, D = s_prev.shape
+    cand = xp.tile(xp.arange(lm.VOCAB, dtype=xp.uint8), K)       # (K 256,) c fastest
+    y = lm.embed(params, cand[:, None], None)                     # (K 256, 1, D)
+    G = xp.zeros(K * lm.VOCAB, xp.int64)
     for l in range(L):
-        s = xp.repeat(s_prev[l], lm.VOCAB, axis=0)                # (P 256, D) the real prefix
+        s = xp.repeat(s_prev[l], lm.VOCAB, axis=0)                # (K 256, D) the real prefix
         _, _, h, _, o, y = block_states(params, f"l{l}.", y, s)
         G += (h * h).sum(axis=(1, 2)) + (o * o).sum(axis=(1, 2))  # GRU + MLP learner
-    return G.reshape(P, lm.VOCAB)
+    return G.reshape(K, lm.VOCAB)
 
 
 def features(acts):
@@ -322,11 +322,11 @@ def quantise(w):
     return lm.sat8(lm.backend_of(w).rint(w))
 
 
-def sample_wrong(P, real, u):
-    """Inverse-CDF draw of a byte from the rows of P (K, 256) with the real byte (K,) removed;
+def sample_wrong(p, real, u):
+    """Inverse-CDF draw of a byte from the rows of p (K, 256) with the real byte (K,) removed;
     u (K, 1) uniforms. Returns (K,) uint8."""
-    xp = lm.backend_of(P)
-    cdf = xp.cumsum(P * (xp.arange(lm.VOCAB) != real[:, None]), axis=-1)  # (K, 256)
+    xp = lm.backend_of(p)
+    cdf = xp.cumsum(p * (xp.arange(lm.VOCAB) != real[:, None]), axis=-1)  # (K, 256)
     return xp.minimum((cdf < u * cdf[:, -1:]).sum(axis=-1), 255).astype(xp.uint8)
 
 
@@ -342,18 +342,18 @@ def draw_negatives(x, t, seed):
 
 
 def goodness_log_softmax(G, beta):
-    """[goodness predictor] log p(c) = log softmax_c(beta G_c) in nats: G (P, 256) goodness of each byte."""
+    """[goodness predictor] log p(c) = log softmax_c(beta G_c) in nats: G (K, 256) goodness of each byte."""
     xp = lm.backend_of(G)
-    a = beta * G.astype(xp.float64)                               # (P, 256)
+    a = beta * G.astype(xp.float64)                               # (K, 256)
     a -= a.max(axis=1, keepdims=True)
     return a - xp.log(xp.exp(a).sum(axis=1, keepdims=True))
 
 
 def goodness_ce_and_grad(G, real, beta):
-    """[goodness predictor] mean cross-entropy (nats) of the goodness predictor on the real bytes (P,), its
-    derivative d CE / d beta = mean(E_p[G] - G_real), and p (P, 256)."""
+    """[goodness predictor] mean cross-entropy (nats) of the goodness predictor on the real bytes (K,), its
+    derivative d CE / d beta = mean(E_p[G] - G_real), and p (K, 256)."""
     xp = lm.backend_of(G)
-    logp = goodness_log_softmax(G, beta)                          # (P, 256)
+    logp = goodness_log_softmax(G, beta)                          # (K, 256)
     p, rows = xp.exp(logp), xp.arange(len(real))
     return -logp[rows, real].mean(), xp.mean((p * G).sum(axis=1) - G[rows, real]), p
 
@@ -409,7 +409,7 @@ class Config:
     rows: int = 32            # S: windows per step (data rows; the state carries across steps)
     lr: float = 0.25          # Adam step of the float master weights, in int8 units [masters]
     readout_lr: float = 1e-2  # Adam learning rate of the softmax readout [readout]
-    theta: float = 4.0        # goodness threshold: mean squared activity in real units [MLP learner]
+    theta: float = 4.0        # goodness threshold: mean squared activity in real units [loss]
     scan_positions: int = 64  # positions a step scans over 256 bytes: fit beta, negatives [goodness predictor]
     hard_after: int = 10      # steps with unigram negatives only (beta starts at 0: uniform)
     predictor: Literal["readout", "goodness"] = "readout"  # what val bits/byte and samples use
@@ -601,15 +601,15 @@ def make_toy_task(cfg, split):
     """"Noisy prototype digits": each class has n_modes random binary pixel patterns; an
     example is one of them with flipped pixels and Gaussian noise. The first C features are
     a blank border (always 0) that FF overwrites with the label. split: 0 train, 1 test."""
-    C, P = cfg.n_classes, cfg.n_features - cfg.n_classes
-    protos = make_rng(cfg.seed, TASK).random((C, cfg.n_modes, P)) < 0.5  # (C, M, P) shared
+    C, n_pixels = cfg.n_classes, cfg.n_features - cfg.n_classes
+    protos = make_rng(cfg.seed, TASK).random((C, cfg.n_modes, n_pixels)) < 0.5  # (C, M, pixels)
     rng = make_rng(cfg.seed, TASK, split)
     n = cfg.n_train if split == 0 else cfg.n_test
     y = rng.integers(0, C, n)                                     # (n,)
     mode = rng.integers(0, cfg.n_modes, n)                        # (n,)
-    pixels = protos[y, mode] ^ (rng.random((n, P)) < cfg.flip_prob)  # (n, P)
+    pixels = protos[y, mode] ^ (rng.random((n, n_pixels)) < cfg.flip_prob)  # (n, pixels)
     x = np.zeros((n, cfg.n_features), dtype=np.float32)           # (n, D)
-    x[:, C:] = pixels + cfg.pixel_noise * rng.standard_normal((n, P))
+    x[:, C:] = pixels + cfg.pixel_noise * rng.standard_normal((n, n_pixels))
     return x, y
 
 

@@ -305,7 +305,7 @@ def zo_sgd_update_int_(params, pgs, seed, t, cfg, mcfg):
 
 @dataclass
 class Config:
-    batch: int = 32          # S data rows per step; both sides of a direction score the same rows
+    rows: int = 32           # S: data rows per step; both sides of a direction score the same rows
     eps_shift: int = 6       # k of Eq. 5: delta = round(16 N(0,1) / 2^k); 6: +-1 on 4.9% of weights
     lr: float = 256.0        # eta of Eq. 8: weight units per (bits/byte per unit delta)
     n_dirs: int = 1          # n of Eq. 2: SPSA directions per step, 2n forward passes
@@ -317,14 +317,14 @@ LOSS = "perturbed_bpb"   # mean of l+ and l- over the directions, bits/byte
 
 # train.py's run on each device. CPU: a step is 2 forwards of S rows, so 25-byte windows (the
 # state carries across them) give many steps; 7000 take about 2 minutes on 2 cores. GPU: a
-# bigger batch fills the device (results/README.md).
+# step of more rows fills the device (results/README.md).
 DEFAULTS = {"cpu": dict(steps=7000, seq_len=25, eval_every=500, log_every=100),
-            "cuda": dict(steps=5000, seq_len=100, eval_every=250, log_every=50, batch=256)}
+            "cuda": dict(steps=5000, seq_len=100, eval_every=250, log_every=50, rows=256)}
 
 
 def check_config(cfg):
-    if cfg.batch < 1:
-        raise ValueError(f"batch must be >= 1, got {cfg.batch}")
+    if cfg.rows < 1:
+        raise ValueError(f"rows must be >= 1, got {cfg.rows}")
     if not 0 <= cfg.eps_shift <= 7:
         raise ValueError(f"eps_shift must be in 0..7 (delta would be all zeros beyond 7), "
                          f"got {cfg.eps_shift}")
@@ -344,7 +344,7 @@ def check_split(cfg, n_processes):
 
 def num_sequences(cfg):
     """Data rows per step: the batch every forward pass scores."""
-    return cfg.batch
+    return cfg.rows
 
 
 # the carried state is the same in every process (no per-member rows to split across processes)
@@ -354,7 +354,7 @@ PER_MEMBER_STATE = {}
 def init(params, cfg, mcfg, seed, world):
     """Method state: the carried hidden state of the S rows, and nothing else (no moments)."""
     check_config(cfg)
-    return {"hidden": lm.zero_hidden(mcfg, cfg.batch, lm.backend_of(params["emb"]))}
+    return {"hidden": lm.zero_hidden(mcfg, cfg.rows, lm.backend_of(params["emb"]))}
 
 
 def step(params, state, batch, t, cfg, mcfg, seed, world):
@@ -363,7 +363,7 @@ def step(params, state, batch, t, cfg, mcfg, seed, world):
     share of the n directions; the n scalars pg travel, and the carried state's sum."""
     tokens, reset = batch
     xp = lm.backend_of(tokens)
-    hidden = lm.zero_hidden(mcfg, cfg.batch, xp) if reset else state["hidden"]
+    hidden = lm.zero_hidden(mcfg, cfg.rows, xp) if reset else state["hidden"]
     mine = world.share(cfg.n_dirs)                                        # directions [a, b)
     per_dir, state_sum = projected_grads_int(params, mcfg, tokens, hidden, seed, t, cfg,
                                              range(mine.start, mine.stop))
@@ -373,7 +373,7 @@ def step(params, state, batch, t, cfg, mcfg, seed, world):
     pgs = [float(pg) for pg in per_dir[:, 0]]
     moved = zo_sgd_update_int_(params, pgs, seed, t, cfg, mcfg)
     T = tokens.shape[1] - 1
-    stats = {LOSS: float(per_dir[:, 1].mean()), "member_tokens": 2 * cfg.n_dirs * cfg.batch * T,
+    stats = {LOSS: float(per_dir[:, 1].mean()), "member_tokens": 2 * cfg.n_dirs * cfg.rows * T,
              "pg": pgs[0], "moved": moved, "rails": int(per_dir[:, 2].sum())}
     return params, {"hidden": hidden}, stats
 

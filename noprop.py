@@ -23,8 +23,8 @@ Time runs from noise (t = 0) to label (t = T): abar_t = prod_{s=t}^{T} alpha_s I
     Eqs. 51-56  each per-step KL collapses to (1/2)(SNR(t) - SNR(t-1)) ||u_hat_t - u_y||^2,
               because a_t^2 / c_t = SNR(t) - SNR(t-1)
 
-Block t: X = [x | z_{t-1}], A = X W1 + b1, S = relu(A) W2 + b2, P = softmax(S),
-u_hat_t = P E (a convex combination of class embeddings). Block t's parameters get gradient only
+Block t: X = [x | z_{t-1}], A = X W1 + b1, O = relu(A) W2 + b2 (logits), p = softmax(O),
+u_hat_t = p E (a convex combination of class embeddings). Block t's parameters get gradient only
 from its own denoising term (hand-derived backprop through this one block, no autograd); the
 head only from the cross-entropy; E (when learned) from all three terms.
 
@@ -54,8 +54,8 @@ one-hot E, so nothing couples the blocks and Eq. 8's KL is a constant).
 Predictive for bits/byte and sampling: the block-1 posterior. Block 1 sees z_0, nearly pure
 noise (SNR(0) = 0.001), and with one-hot E its loss is a Brier score, a proper scoring rule:
 its optimum is p(y | x, z_0), which is p(y | x) up to that SNR. Averaged over K fixed draws:
-    [LM-2]  p(y | x) = (1/K) sum_k softmax(S_1(x, z^(k)))_y,  z^(k) ~ N(0, I) drawn once at init
-(S_1: block 1's logits). The chain (Eq. 3) and the head are trained as in the paper and give
+    [LM-2]  p(y | x) = (1/K) sum_k softmax(O_1(x, z^(k)))_y,  z^(k) ~ N(0, I) drawn once at init
+(O_1: block 1's logits). The chain (Eq. 3) and the head are trained as in the paper and give
 an argmax prediction, but no likelihood: the head sees near-clean z_T and is over-confident.
 Train loss reported: Eq. 8 (nats), not bits/byte. LM departures: lr 3e-3
 (paper 1e-3) for the short CPU run; a minibatch is every position of S windows (2,000 rows).
@@ -64,11 +64,14 @@ The baseline for its bits/byte is the reservoir of forward_forward.py (`--reserv
 linear softmax on the same features [LM-1] and windows (results/README.md).
 
 Shapes: B = batch, D = input features, d = label-embedding dim, m = classes, H = block width;
-LM: S = windows per step, N = S x window bytes, F = (L + 1) d_model, K = z0_draws.
+T = the number of blocks (the paper's letter; `blocks` in Config and on the command line) and
+t = 1..T a block's index, in the paper's equations and in its algorithm below;
+LM: S = windows per step, T = bytes per window as in the rest of the project (the number of
+blocks is only ever `cfg.blocks` there), N = S T, F = (L + 1) d_model, K = z0_draws.
 
 $ python noprop.py                             (toy demo, seconds)
 $ python train.py --method noprop              (the integer LM, CPU default)
-$ python train.py --method noprop --T 4        (4 blocks: cheaper steps; block 1 still sees
+$ python train.py --method noprop --blocks 4   (4 blocks: cheaper steps; block 1 still sees
                                                z_0 with SNR 0.001)
 """
 import math
@@ -132,7 +135,7 @@ def softmax(s):
 
 
 def block_logits(block, x, z):
-    """Forward pass of one block up to its logits S (B, m), given input x and noisy label z."""
+    """Forward pass of one block up to its logits O (B, m), given input x and noisy label z."""
     xp = lm.backend_of(x)
     X = xp.concatenate([x, z], axis=1)                            # (B, D + d)
     A = X @ block["W1"] + block["b1"]                             # (B, H)
@@ -157,18 +160,18 @@ def noprop_block_loss_and_grads(block, E, x, y, eps, w, abar_prev, embed_grad=Tr
     X = xp.concatenate([x, Z], axis=1)                            # (B, D + d)
     A = X @ block["W1"] + block["b1"]                             # (B, H)
     Hh = xp.maximum(A, 0.0)                                       # (B, H)
-    P = softmax(Hh @ block["W2"] + block["b2"])                   # (B, m)
-    U_hat = P @ E                                                 # (B, d) u_hat_t = P E
+    p = softmax(Hh @ block["W2"] + block["b2"])                   # (B, m)
+    U_hat = p @ E                                                 # (B, d) u_hat_t = p E
     loss = w / B * xp.sum((U_hat - U) ** 2)                       # Eq. 8 denoising term
     G_U = 2 * w / B * (U_hat - U)                                 # (B, d) dL/dU_hat
-    G_P = G_U @ E.T                                               # (B, m)
-    G_S = P * (G_P - xp.sum(P * G_P, axis=1, keepdims=True))     # (B, m) softmax Jacobian
-    G_A = (G_S @ block["W2"].T) * (A > 0)                         # (B, H) ReLU mask
+    G_p = G_U @ E.T                                               # (B, m)
+    G_O = p * (G_p - xp.sum(p * G_p, axis=1, keepdims=True))     # (B, m) softmax Jacobian
+    G_A = (G_O @ block["W2"].T) * (A > 0)                         # (B, H) ReLU mask
     grads = {"W1": X.T @ G_A, "b1": G_A.sum(axis=0),              # (D + d, H), (H,)
-             "W2": Hh.T @ G_S, "b2": G_S.sum(axis=0)}             # (H, m), (m,)
-    if embed_grad:  # E: through u_hat = P E, through the target U = Y E, through the input Z
+             "W2": Hh.T @ G_O, "b2": G_O.sum(axis=0)}             # (H, m), (m,)
+    if embed_grad:  # E: through u_hat = p E, through the target U = Y E, through the input Z
         G_Z = G_A @ block["W1"][D:].T                             # (B, d) rows of W1 that see z
-        grads["E"] = P.T @ G_U - Y.T @ G_U + math.sqrt(abar_prev) * (Y.T @ G_Z)  # (m, d)
+        grads["E"] = p.T @ G_U - Y.T @ G_U + math.sqrt(abar_prev) * (Y.T @ G_Z)  # (m, d)
     return loss, grads
 
 
@@ -222,7 +225,7 @@ def noprop_block_step(params, opt, t, x, y, sched, step, cfg, seed, learn_embed)
     E = params["E"]["E"]
     eps = normal(xp, (len(y), E.shape[1]), x.dtype, seed, BLOCK_NOISE, step, t)  # (B, d)
     loss, grads = noprop_block_loss_and_grads(
-        params["blocks"][t - 1], E, x, y, eps, block_weight(sched, t, cfg.T, cfg.eta),
+        params["blocks"][t - 1], E, x, y, eps, block_weight(sched, t, cfg.blocks, cfg.eta),
         float(sched["abar"][t - 1]), embed_grad=learn_embed)
     adamw(params["blocks"][t - 1], grads, opt["blocks"][t - 1], step, cfg)
     return loss, grads.get("E")
@@ -236,14 +239,14 @@ def noprop_train_step(params, opt, x, y, sched, step, cfg, seed, learn_embed):
     Noise is keyed by (seed, purpose, step, t); step counts from 1."""
     xp = lm.backend_of(x)
     E = params["E"]["E"]
-    abar_0, abar_T = float(sched["abar"][0]), float(sched["abar"][cfg.T])
+    abar_0, abar_T = float(sched["abar"][0]), float(sched["abar"][cfg.blocks])
     losses, ces = [], []
-    for t in range(1, cfg.T + 1):
+    for t in range(1, cfg.blocks + 1):
         loss, g_E = noprop_block_step(params, opt, t, x, y, sched, step, cfg, seed, learn_embed)
         eps = normal(xp, (len(y), E.shape[1]), x.dtype, seed, HEAD_NOISE, step, t)   # (B, d)
         ce, kl, grads = noprop_head_loss_and_grads(params["head"], E, y, eps, abar_T, abar_0,
                                                    embed_grad=learn_embed)
-        sub = (step - 1) * cfg.T + t  # Adam step count: head and E are updated T times a batch
+        sub = (step - 1) * cfg.blocks + t  # Adam step count: head and E are updated T times a batch
         adamw(params["head"], grads, opt["head"], sub, cfg)
         if learn_embed:  # in place: the next block already sees the updated E
             adamw(params["E"], {"E": g_E + grads["E"]}, opt["E"], sub, cfg)
@@ -252,7 +255,7 @@ def noprop_train_step(params, opt, x, y, sched, step, cfg, seed, learn_embed):
     # the T block losses, T CEs and the last KL in one copy to the host (on a GPU, the step's
     # one sync point for them)
     host = lm.to_numpy(xp.stack(losses + ces + [kl])).tolist()
-    T = cfg.T
+    T = cfg.blocks                                                # the paper's T
     return {"block": host[:T], "ce": float(np.mean(host[T:2 * T])), "kl": host[-1]}
 
 
@@ -265,24 +268,24 @@ def noprop_chain(params, x, sched, rng=None):
     draw = lambda: xp.asarray(rng.standard_normal(shape), dtype=x.dtype)  # noqa: E731
     z = draw() if rng is not None else xp.zeros(shape, dtype=x.dtype)  # z_0 ~ N(0, I), Eq. 1
     for t, block in enumerate(params["blocks"], start=1):
-        P = block_probs(block, x, z)                              # (B, m)
+        p = block_probs(block, x, z)                              # (B, m)
         if t == 1:
-            P_1 = P                                               # block 1 ~ p(y | x)
+            p_1 = p                                               # block 1 ~ p(y | x)
         a, b, c = (float(sched[k][t]) for k in "abc")
-        z = a * (P @ E) + b * z                                   # Eq. 3 mean
+        z = a * (p @ E) + b * z                                   # Eq. 3 mean
         if rng is not None:
             z = z + math.sqrt(c) * draw()                         # Eq. 3 noise
     head = params["head"]
-    return z @ head["Wo"] + head["bo"], P_1                       # Eq. 14 logits, (B, m)
+    return z @ head["Wo"] + head["bo"], p_1                       # Eq. 14 logits, (B, m)
 
 # -----------------------------------------------------------------------------
 # on the integer LM: a fixed integer encoder, NoProp-DT blocks on top [LM-1]
 #
-# Choice: the LM is a shared context ENCODER, fixed at its initialisation, and NoProp's T blocks
+# Choice: the LM is a shared context ENCODER, fixed at its initialisation, and NoProp's blocks
 # sit on top of it; the LM's own layers are not the blocks. Why:
 #   * NoProp block t sees x and z_{t-1} only, never block t-1's output; an LM layer reads the
 #     residual stream of the layer below (a forward pass across blocks), has no input for z,
-#     and with L = 1 there would be one block, not T = 10;
+#     and with L = 1 there would be one block, not the paper's 10;
 #   * a shared encoder trained by the blocks' losses would take a gradient from every block and
 #     back through time: the global backprop NoProp removes. Fixed, the encoder is a random
 #     integer recurrent reservoir (an "echo-state" network), and each block's own
@@ -313,7 +316,7 @@ def net_view(state, T, prefix=""):
 @dataclass
 class Config:
     rows: int = 20              # S: windows per step (data rows; the state carries across steps)
-    T: int = 10                 # number of blocks / diffusion steps (paper: 10)
+    blocks: int = 10            # T in the paper: number of blocks / diffusion steps (paper: 10)
     eta: float = 0.1            # weight of the denoising term in Eq. 8 (paper: 0.1)
     hidden: int = 256           # hidden width H of each block's MLP
     z0_draws: int = 4           # K fixed z_0 draws averaged by the block-1 predictive [LM-2]
@@ -335,7 +338,7 @@ DEFAULTS = {"cpu": dict(steps=170, eval_every=17), "cuda": dict(rows=256, hidden
 
 
 def check_config(cfg):
-    for name in ("rows", "T", "hidden", "z0_draws"):
+    for name in ("rows", "blocks", "hidden", "z0_draws"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.eta <= 0 or cfg.lr <= 0 or cfg.weight_decay < 0 or cfg.cos_s < 0:
@@ -343,10 +346,10 @@ def check_config(cfg):
     if not 0 < cfg.abar_min < cfg.abar_max < 1:
         raise ValueError(f"need 0 < abar_min < abar_max < 1, got {cfg.abar_min}, "
                          f"{cfg.abar_max}")
-    abar = noise_schedule(cfg.T, cfg.cos_s, cfg.abar_min, cfg.abar_max)["abar"]
+    abar = noise_schedule(cfg.blocks, cfg.cos_s, cfg.abar_min, cfg.abar_max)["abar"]
     if not np.all(np.diff(abar) > 0):  # the clips flatten the cosine's ends when T is large
-        raise ValueError(f"T = {cfg.T}: the clipped cosine schedule is flat at an end (abar "
-                         f"{abar[1]:.4f} .. {abar[-2]:.4f}); lower T or widen abar_min/max")
+        raise ValueError(f"blocks = {cfg.blocks}: the clipped cosine schedule is flat at an end (abar "
+                         f"{abar[1]:.4f} .. {abar[-2]:.4f}); lower blocks or widen abar_min/max")
     if not (0 <= cfg.adam_b1 < 1 and 0 <= cfg.adam_b2 < 1 and cfg.adam_eps > 0):
         raise ValueError("adam_b1 and adam_b2 must be in [0, 1), adam_eps > 0")
 
@@ -356,14 +359,14 @@ def num_sequences(cfg):
 
 
 def init(params, cfg, mcfg, seed, world):
-    """State: the carried hidden state, the T blocks and the head (float32) with their AdamW
+    """State: the carried hidden state, the blocks and the head (float32) with their AdamW
     moments, and the K fixed z_0 draws of the predictive [LM-2]. The int8 LM is not copied:
     it is the fixed encoder."""
     check_config(cfg)
     xp = lm.backend_of(params["emb"])
     rng = make_rng(seed, INIT)
     F = (mcfg.n_layers + 1) * mcfg.d_model
-    blocks, head = init_blocks_and_head(rng, cfg.T, F, lm.VOCAB, lm.VOCAB, cfg.hidden, xp)
+    blocks, head = init_blocks_and_head(rng, cfg.blocks, F, lm.VOCAB, lm.VOCAB, cfg.hidden, xp)
     state = {"hidden": lm.zero_hidden(mcfg, cfg.rows, xp),             # (L, S, D) int8
              "z0": normal(xp, (cfg.z0_draws, lm.VOCAB), xp.float32, seed, Z0_DRAWS)}  # (K, 256)
     for t, block in enumerate(blocks, start=1):
@@ -387,15 +390,15 @@ def step(params, state, batch, t, cfg, mcfg, seed, world):
     _, state["hidden"], acts = lm.forward(params, mcfg, tokens[:, :-1], hidden,
                                           return_activations=True)
     x, y = features(acts), tokens[:, 1:].reshape(-1).astype(xp.int64)   # (N, F), (N,)
-    net = dict(net_view(state, cfg.T), E={"E": xp.eye(lm.VOCAB, dtype=xp.float32)})  # one-hot
-    m, v = net_view(state, cfg.T, "adam_m."), net_view(state, cfg.T, "adam_v.")
+    net = dict(net_view(state, cfg.blocks), E={"E": xp.eye(lm.VOCAB, dtype=xp.float32)})  # one-hot
+    m, v = net_view(state, cfg.blocks, "adam_m."), net_view(state, cfg.blocks, "adam_v.")
     opt = {"blocks": [{"m": a, "v": b} for a, b in zip(m["blocks"], v["blocks"])],
            "head": {"m": m["head"], "v": v["head"]}}
-    sched = noise_schedule(cfg.T, cfg.cos_s, cfg.abar_min, cfg.abar_max)
+    sched = noise_schedule(cfg.blocks, cfg.cos_s, cfg.abar_min, cfg.abar_max)
     out = noprop_train_step(net, opt, x, y, sched, t + 1, cfg, seed, learn_embed=False)
     stats = {LOSS: out["ce"] + out["kl"] + float(np.mean(out["block"])),  # Eq. 8, nats
              "member_tokens": S * T, "ce_head": out["ce"], "loss_block1": out["block"][0],
-             f"loss_block{cfg.T}": out["block"][-1]}
+             f"loss_block{cfg.blocks}": out["block"][-1]}
     return params, state, stats
 
 
@@ -426,7 +429,7 @@ def predict(params, state, mcfg):
 @dataclass
 class ToyConfig:
     seed: int = 0                      # the one seed every generator is derived from
-    T: int = 10                        # number of blocks / diffusion steps (paper: 10)
+    blocks: int = 10                   # T in the paper: number of blocks / diffusion steps (paper: 10)
     eta: float = 0.1                   # weight of the denoising term in Eq. 8 (paper: 0.1)
     hidden: int = 256                  # hidden width H of each block's MLP
     embed_dim: int = 0                 # 0: fixed one-hot E (d = m); > 0: learned E, d = this
@@ -457,15 +460,15 @@ def make_toy_task(cfg, split):
     n_modes random binary pixel patterns, an example one of them with flipped pixels and
     Gaussian noise, after a blank border of C features (FF writes its label there; NoProp
     leaves it blank). split: 0 train, 1 test."""
-    C, P = cfg.n_classes, cfg.n_features - cfg.n_classes
-    protos = make_rng(cfg.seed, TASK).random((C, cfg.n_modes, P)) < 0.5  # (C, M, P) shared
+    C, n_pixels = cfg.n_classes, cfg.n_features - cfg.n_classes
+    protos = make_rng(cfg.seed, TASK).random((C, cfg.n_modes, n_pixels)) < 0.5  # (C, M, pixels)
     rng = make_rng(cfg.seed, TASK, split)
     n = cfg.n_train if split == 0 else cfg.n_test
     y = rng.integers(0, C, n)                                     # (n,)
     mode = rng.integers(0, cfg.n_modes, n)                        # (n,)
-    pixels = protos[y, mode] ^ (rng.random((n, P)) < cfg.flip_prob)  # (n, P)
+    pixels = protos[y, mode] ^ (rng.random((n, n_pixels)) < cfg.flip_prob)  # (n, pixels)
     x = np.zeros((n, cfg.n_features), dtype=np.float32)           # (n, D)
-    x[:, C:] = pixels + cfg.pixel_noise * rng.standard_normal((n, P))
+    x[:, C:] = pixels + cfg.pixel_noise * rng.standard_normal((n, n_pixels))
     return x, y
 
 
@@ -478,7 +481,7 @@ def init_params(cfg, D, xp):
     else:  # learned: random unit-norm rows (v2: comparable to orthogonal / prototype init)
         E = rng.standard_normal((m, cfg.embed_dim))
         E /= np.linalg.norm(E, axis=1, keepdims=True)
-    blocks, head = init_blocks_and_head(rng, cfg.T, D, E.shape[1], m, cfg.hidden, xp)
+    blocks, head = init_blocks_and_head(rng, cfg.blocks, D, E.shape[1], m, cfg.hidden, xp)
     return {"blocks": blocks, "head": head, "E": {"E": xp.asarray(E, dtype=xp.float32)}}
 
 
@@ -490,7 +493,7 @@ def init_opt(params):
 def train_toy(cfg, xp=np):
     """Train all blocks, the head (and E) on the toy task; return the parameters."""
     x_tr, y_tr = (xp.asarray(a) for a in make_toy_task(cfg, 0))
-    sched = noise_schedule(cfg.T, cfg.cos_s, cfg.abar_min, cfg.abar_max)
+    sched = noise_schedule(cfg.blocks, cfg.cos_s, cfg.abar_min, cfg.abar_max)
     params = init_params(cfg, cfg.n_features, xp)
     opt = init_opt(params)
     step = 0
@@ -513,7 +516,7 @@ def evaluate(params, cfg, xp=np):
     """Test accuracy of the stochastic chain (mean over eval_runs), the deterministic chain
     and block 1 alone (its softmax given z_0 ~ N(0, I))."""
     x_te, y_te = (xp.asarray(a) for a in make_toy_task(cfg, 1))
-    sched = noise_schedule(cfg.T, cfg.cos_s, cfg.abar_min, cfg.abar_max)
+    sched = noise_schedule(cfg.blocks, cfg.cos_s, cfg.abar_min, cfg.abar_max)
     acc = lambda scores: float((scores.argmax(axis=1) == y_te).mean())  # noqa: E731
     stoch, block1 = [], []
     for run in range(cfg.eval_runs):

@@ -986,8 +986,11 @@ def check_ranks_agree(params, world, t):
 # half-written checkpoint
 
 # 1: written before the format was recorded (up to 2026-12-06); 2: + format, commit, and the
-# data by content ({"path", "bytes", "sha256"})
-CHECKPOINT_FORMAT = 2
+# data by content ({"path", "bytes", "sha256"}); 3: one name per thing (2026-12-07): NoProp's
+# number of blocks is `blocks` (was `T`, the letter of a window's bytes), MeZO's rows per step
+# `rows` (was `batch`, as every other method calls them)
+CHECKPOINT_FORMAT = 3
+RENAMED_IN_FORMAT_3 = {"noprop": {"T": "blocks"}, "mezo": {"batch": "rows"}}
 
 
 def migrate_format_1(meta):
@@ -1001,7 +1004,18 @@ def migrate_format_1(meta):
         values.setdefault("signal", "sign")           # before --signal: App. H.2's sign
         values.setdefault("sampling", "antithetic")   # before --sampling: +-E pairs
     meta["data"] = {"path": meta.get("data")}         # its content was not recorded
-    meta["format"], meta["commit"] = CHECKPOINT_FORMAT, "unknown (format 1)"
+    meta["format"], meta["commit"] = 2, "unknown (format 1)"
+    return meta
+
+
+def migrate_format_2(meta):
+    """A format-2 checkpoint's meta in format 3: the renamed Config fields take their new names
+    (the same values, so the run continues as it ran)."""
+    values = meta["method_config"]
+    for old, new in RENAMED_IN_FORMAT_3.get(meta.get("method"), {}).items():
+        if old in values:
+            values[new] = values.pop(old)
+    meta["format"] = 3
     return meta
 
 
@@ -1047,9 +1061,11 @@ def load_checkpoint(path, xp, arrays=True):
         fail(f"{path} is not a train.py checkpoint")
     if "format" not in meta:
         migrate_format_1(meta)
+    if meta["format"] == 2:
+        migrate_format_2(meta)
     if meta["format"] != CHECKPOINT_FORMAT:
         fail(f"{path} has checkpoint format {meta['format']}; this train.py reads format "
-             f"{CHECKPOINT_FORMAT} (and 1)")
+             f"{CHECKPOINT_FORMAT} (and 1, 2)")
     return ckpt
 
 # -----------------------------------------------------------------------------

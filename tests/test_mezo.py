@@ -267,7 +267,7 @@ def test_in_place_spsa_matches_its_definition():
     pg_j = (ℓ+ − ℓ−) / (2·256·S·T) with ℓ± computed on fresh copies I8(θ0 ± δ_j), and the
     returned state sum is the sum of the 4 final states (step carries its floored mean).
     Tolerance: none."""
-    mcfg, cfg = lm.ModelConfig(16, 1), mezo.Config(batch=4, n_dirs=2, time_chunk=5)
+    mcfg, cfg = lm.ModelConfig(16, 1), mezo.Config(rows=4, n_dirs=2, time_chunk=5)
     theta0 = railed_params(mcfg, 3)
     params = {k: v.copy() for k, v in theta0.items()}
     tokens = train.TrainStream(TRAIN[:20_000], 4, 12).batch(3)[0]
@@ -313,7 +313,7 @@ def test_stochastic_rounding_is_unbiased():
     assert abs(moved - 0.3) < 0.02, f"δ = ±1 weights moved with probability {moved:.3f}"
 
 
-def run_lm_steps(seed, n_steps=3, mcfg=lm.ModelConfig(16, 1), cfg=mezo.Config(batch=4, n_dirs=2)):
+def run_lm_steps(seed, n_steps=3, mcfg=lm.ModelConfig(16, 1), cfg=mezo.Config(rows=4, n_dirs=2)):
     stream = train.TrainStream(TRAIN[:50_000], mezo.num_sequences(cfg), 12)
     params = lm.init_params(mcfg, 0)
     state = mezo.init(params, cfg, mcfg, seed, ONE)
@@ -376,7 +376,7 @@ def test_short_lm_run_lowers_val_bits_per_byte():
     """The default direction and lr (sparse δ, k = 6, lr 256) on D = 32, S = 16 rows of 32 bytes,
     240 steps (~4 s): val bits/byte on 16 fixed 64-byte windows falls by >= 0.8 from the
     untrained ~8.6 (measured: 8.56 -> 7.30)."""
-    mcfg, cfg = lm.ModelConfig(32, 1), mezo.Config(batch=16)
+    mcfg, cfg = lm.ModelConfig(32, 1), mezo.Config(rows=16)
     stream = train.TrainStream(TRAIN, mezo.num_sequences(cfg), 32)
     windows = train.val_windows(VAL, 16, 64)
     params = lm.init_params(mcfg, 0)
@@ -389,7 +389,7 @@ def test_short_lm_run_lowers_val_bits_per_byte():
         f"val bits/byte {before:.3f} -> {after:.3f} (need a 0.8 drop, below uniform 8.0 - 0.5)"
 
 
-@pytest.mark.parametrize("bad", [dict(batch=0), dict(eps_shift=-1), dict(eps_shift=8),
+@pytest.mark.parametrize("bad", [dict(rows=0), dict(eps_shift=-1), dict(eps_shift=8),
                                  dict(lr=0.0), dict(n_dirs=0), dict(time_chunk=0)])
 def test_check_config_rejects(bad):
     with pytest.raises(ValueError):

@@ -39,7 +39,7 @@ TINY = ["--device", "cpu", "--d_model", "16", "--n_layers", "1", "--seq_len", "1
 SPLIT = {
     "eggroll": ["--population", "16", "--group_size", "4"],
     "es_naive": ["--population", "8", "--group_size", "2", "--member_chunk", "2"],
-    "mezo": ["--batch", "4", "--n_dirs", "4"],
+    "mezo": ["--rows", "4", "--n_dirs", "4"],
 }
 # columns that differ between two runs of the same training: the wall clock
 NOT_STATE = ("member_tokens_per_s", "elapsed_s")

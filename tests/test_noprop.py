@@ -40,9 +40,9 @@ def test_schedule_endpoints_and_time_direction():
 @pytest.mark.parametrize("T,abar_max", [(1, 0.99), (2, 0.99), (4, 0.99), (17, 0.99),
                                          (25, 0.999)])
 def test_schedule_endpoints_and_direction_for_any_T(T, abar_max):
-    """The LM runs take --T, --abar_min, --abar_max: every setting check_config accepts must
+    """The LM runs take --blocks, --abar_min, --abar_max: every setting check_config accepts must
     keep the endpoints and the direction (t = 0 noise, t = T label, SNR increasing)."""
-    cfg = replace(noprop.Config(), T=T, abar_max=abar_max)
+    cfg = replace(noprop.Config(), blocks=T, abar_max=abar_max)
     noprop.check_config(cfg)
     s = noprop.noise_schedule(T, cfg.cos_s, cfg.abar_min, cfg.abar_max)
     assert s["abar"][0] == cfg.abar_min and s["abar"][T] == cfg.abar_max, s["abar"]
@@ -53,7 +53,7 @@ def test_schedule_endpoints_and_direction_for_any_T(T, abar_max):
 def test_check_config_rejects_a_flat_schedule():
     """With abar_max = 0.99 the clipped cosine is flat at the top for T >= 18."""
     with pytest.raises(ValueError, match="flat at an end"):
-        noprop.check_config(replace(noprop.Config(), T=18))
+        noprop.check_config(replace(noprop.Config(), blocks=18))
 
 
 def test_schedule_posterior_identities():
@@ -115,7 +115,7 @@ def test_one_hot_block_loss_is_brier_score():
 def toy_setup(cfg):
     params = noprop.init_params(cfg, cfg.n_features, np)
     x, y = noprop.make_toy_task(cfg, 0)
-    sched = noprop.noise_schedule(cfg.T, cfg.cos_s, cfg.abar_min, cfg.abar_max)
+    sched = noprop.noise_schedule(cfg.blocks, cfg.cos_s, cfg.abar_min, cfg.abar_max)
     return params, noprop.init_opt(params), x[:32], y[:32], sched
 
 
@@ -124,12 +124,12 @@ def copy_blocks(params):
 
 
 def test_block_step_touches_only_its_block():
-    cfg = replace(noprop.ToyConfig(), T=4, hidden=32)
+    cfg = replace(noprop.ToyConfig(), blocks=4, hidden=32)
     params, opt, x, y, sched = toy_setup(cfg)
     before, E = copy_blocks(params), params["E"]["E"].copy()
     head = {k: v.copy() for k, v in params["head"].items()}
     noprop.noprop_block_step(params, opt, 3, x, y, sched, 1, cfg, cfg.seed, False)
-    assert len(params["blocks"]) == len(before) == cfg.T, f"{len(before)} blocks, T = 4"
+    assert len(params["blocks"]) == len(before) == cfg.blocks, f"{len(before)} blocks, T = 4"
     assert head, "the head has no tensors"
     for t, (blk, old) in enumerate(zip(params["blocks"], before), start=1):
         same = all(np.array_equal(blk[k], old[k]) for k in blk)
@@ -142,7 +142,7 @@ def test_block_update_ignores_other_blocks():
     """Locality: with fixed one-hot E, block t's trajectory over several full training steps
     is bit-identical whatever the other blocks' parameters are (no activation or gradient
     crosses blocks: z_{t-1} is sampled from q, not produced by block t-1)."""
-    cfg = replace(noprop.ToyConfig(), T=4, hidden=32)
+    cfg = replace(noprop.ToyConfig(), blocks=4, hidden=32)
     params_a, opt_a, x, y, sched = toy_setup(cfg)
     params_b, opt_b, _, _, _ = toy_setup(cfg)
     for t in (1, 2, 4):                                           # all blocks but block 3
@@ -165,7 +165,7 @@ def test_toy_demo_beats_chance():
 
 
 def test_learned_embeddings_train():
-    cfg = replace(noprop.ToyConfig(), embed_dim=20, T=4, epochs=4, hidden=128)
+    cfg = replace(noprop.ToyConfig(), embed_dim=20, blocks=4, epochs=4, hidden=128)
     E0 = noprop.init_params(cfg, cfg.n_features, np)["E"]["E"]
     params = noprop.train_toy(cfg)
     res = noprop.evaluate(params, cfg)
@@ -174,7 +174,7 @@ def test_learned_embeddings_train():
 
 
 def small_config(seed):
-    return replace(noprop.ToyConfig(), seed=seed, T=3, hidden=32, epochs=1, n_train=320,
+    return replace(noprop.ToyConfig(), seed=seed, blocks=3, hidden=32, epochs=1, n_train=320,
                    n_test=100, embed_dim=8)
 
 
@@ -194,7 +194,7 @@ def test_determinism():
 
 def test_cupy_step_matches_numpy(cupy_or_skip):
     cupy = cupy_or_skip
-    cfg = replace(noprop.ToyConfig(), T=3, hidden=32, embed_dim=8)
+    cfg = replace(noprop.ToyConfig(), blocks=3, hidden=32, embed_dim=8)
     params, opt, x, y, sched = toy_setup(cfg)
     params_g = noprop.init_params(cfg, cfg.n_features, cupy)
     opt_g = noprop.init_opt(params_g)
@@ -215,7 +215,7 @@ import train  # noqa: E402
 
 def lm_setup(D=16, L=2, rows=4, seq=12, seed=0, **cfg_kw):
     """A tiny LM (the fixed encoder), the NoProp state and the first windows of the text."""
-    cfg = replace(noprop.Config(), rows=rows, **{"T": 4, "hidden": 32, **cfg_kw})
+    cfg = replace(noprop.Config(), rows=rows, **{"blocks": 4, "hidden": 32, **cfg_kw})
     mcfg = lm.ModelConfig(d_model=D, n_layers=L)
     params = lm.init_params(mcfg, seed)
     train_bytes, val_bytes = train.split_train_val(train.load_bytes(train.DEFAULT_DATA))
@@ -299,7 +299,7 @@ def test_predict_is_normalised_block_one_posterior():
 
 
 def test_short_lm_run_lowers_val_bpb():
-    cfg, mcfg, params, state, stream, val_bytes = lm_setup(D=32, L=1, rows=16, seq=50, T=4,
+    cfg, mcfg, params, state, stream, val_bytes = lm_setup(D=32, L=1, rows=16, seq=50, blocks=4,
                                                            hidden=64, lr=3e-3)
     windows = train.val_windows(val_bytes, 16, 64)
     v0 = lm.evaluate(params, mcfg, windows, noprop.predict(params, state, mcfg))
@@ -326,7 +326,7 @@ def test_lm_step_determinism():
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("rows", 0, "rows must be >= 1"), ("T", 0, "T must be >= 1"),
+    ("rows", 0, "rows must be >= 1"), ("blocks", 0, "blocks must be >= 1"),
     ("z0_draws", 0, "z0_draws must be >= 1"), ("lr", 0.0, "eta and lr must be > 0"),
     ("abar_max", 1.0, "need 0 < abar_min < abar_max < 1"), ("adam_b2", 1.0, "adam_b1 and")])
 def test_check_config_rejects_bad_values(field, value, message):

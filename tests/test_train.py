@@ -256,10 +256,34 @@ def test_a_format_1_checkpoint_resumes_as_it_ran(method, tmp_path):
     assert meta["format"] == train.CHECKPOINT_FORMAT and meta["data"]["sha256"], meta
 
 
+@pytest.mark.parametrize("method,old,new", [("noprop", "T", "blocks"), ("mezo", "batch", "rows")])
+def test_a_format_2_checkpoint_with_a_renamed_field_resumes_as_it_ran(method, old, new, tmp_path):
+    """Format 3 renamed NoProp's `T` to `blocks` and MeZO's `batch` to `rows`: a format-2
+    checkpoint (the old name, the same value) resumes bit-identical to a run never stopped,
+    and its meta is read with the new name."""
+    value = ["--" + new, "3"]
+    base = TINY + ["--method", method, "--eval_every", "2"] + value
+    assert run(base + ["--steps", "4", "--out", str(tmp_path / "a")]) == 0
+    assert run(base + ["--steps", "2", "--out", str(tmp_path / "b")]) == 0
+    path = str(tmp_path / "b" / method / "ckpt_last.npz")
+    ckpt = train.load_checkpoint(path, np)
+    meta = ckpt["meta"]
+    meta["format"] = 2
+    meta["method_config"][old] = meta["method_config"].pop(new)
+    train.save_checkpoint(path, ckpt["params"], ckpt["state"], meta)
+    assert run(["--resume", path, "--steps", "4"]) == 0
+    a, b = (load_arrays(d / method / "ckpt_last.npz") for d in (tmp_path / "a", tmp_path / "b"))
+    assert set(a) == set(b) and len(a) > 10
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=f"{method}: {k} differs after resume")
+    meta = train.load_checkpoint(path, np, arrays=False)["meta"]
+    assert meta["format"] == 3 and meta["method_config"][new] == 3 and old not in meta["method_config"]
+
+
 @pytest.mark.parametrize("change,message", [
     ("drop lr", "has no method_config field 'lr' (written by older code that did not have it)"),
     ("add bogus", "has a method_config field 'bogus' that this code does not know"),
-    ("format 99", "has checkpoint format 99; this train.py reads format 2 (and 1)"),
+    ("format 99", "has checkpoint format 99; this train.py reads format 3 (and 1, 2)"),
 ])
 def test_a_checkpoint_with_a_missing_or_unknown_field_is_refused(change, message, tmp_path,
                                                                  capsys):
