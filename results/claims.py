@@ -129,8 +129,9 @@ def profile_step(name, D, L, population, seq_len, repeat, member_chunk=None):
         params = init_params_in_rows(mcfg, 0)
         cfg = method.Config(population=population, group_size=2, time_chunk=seq_len,
                             update="threshold", sampling="antithetic")
-        if member_chunk is not None:
-            cfg = dataclasses.replace(cfg, member_chunk=member_chunk)
+        if member_chunk is None:   # the method's default run's (its DEFAULTS, CPU)
+            member_chunk = train.default_config(method, "cpu").member_chunk
+        cfg = dataclasses.replace(cfg, member_chunk=member_chunk)
         out["member_chunk"] = cfg.member_chunk
         state = method.init(params, cfg, mcfg, 0, ONE)
         data = train.split_train_val(train.load_bytes(train.DEFAULT_DATA))[0]
