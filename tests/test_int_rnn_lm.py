@@ -585,7 +585,7 @@ def test_val_windows_are_fixed_and_inside_val():
 
 
 def test_ngram_baselines_on_shipped_text():
-    """The numbers the issues quote: unigram 4.83 and bigram 3.59 bits/byte on the val split."""
+    """The baselines the README quotes: unigram 4.83 and bigram 3.59 bits/byte on the val split."""
     train_bytes, val = train.split_train_val(train.load_bytes(train.DEFAULT_DATA))
     b = train.ngram_baselines(train_bytes, val)
     assert b["uniform"] == 8.0

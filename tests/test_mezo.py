@@ -1,7 +1,7 @@
 """Tests for mezo.py. Integer part (the LM method): exact perturb/restore including weights at
 ±127, the in-place SPSA scalar against its definition, unbiased stochastic rounding, no
 per-parameter state, memory, determinism and a short run that learns. Float part: estimator
-statistics, restore drift, memory, state, determinism and the demo (brief §C.2, §C.4).
+statistics, restore drift, memory, state, determinism and the demo.
 
 On a quadratic f(θ) = ½ (θ − θ*)ᵀ H (θ − θ*) the central difference is exact, so one SPSA
 estimate is (zᵀg) z with g = ∇f: E[ĝ] = g and E‖ĝ − g‖² = (d + 1)/n · ‖g‖², with no ε bias.

@@ -20,7 +20,8 @@ from conftest import ONE, fd_max_rel_error  # noqa: E402
 
 FD_TOL = 1e-6  # float64 central differences with h = 1e-6 land near 1e-9; 1e-6 flags any bug
 
-# brief §A.11 reference table for T = 10 (4 significant digits)
+# the schedule's values for T = 10 (4 significant digits), written down with its specification,
+# independently of noise_schedule
 ABAR_TABLE = [0.0010, 0.0241, 0.0940, 0.2031, 0.3408, 0.4938, 0.6475, 0.7869, 0.8987, 0.9721,
               0.9900]
 
@@ -32,7 +33,7 @@ def test_schedule_endpoints_and_time_direction():
     assert np.all(np.diff(abar) > 0), "abar_t must increase with t (t = 0 noise, T label)"
     assert np.all(np.diff(snr) > 0), "SNR(t) - SNR(t-1) must be > 0 for every t"
     assert s["alpha"][10] == abar[10] and np.all((s["alpha"] > 0) & (s["alpha"] < 1))
-    np.testing.assert_allclose(abar, ABAR_TABLE, atol=6e-5, err_msg="brief §A.11 table")
+    np.testing.assert_allclose(abar, ABAR_TABLE, atol=6e-5, err_msg="reference values")
     np.testing.assert_allclose(snr[10] - snr[9], 64.17, atol=6e-3)
     assert np.isnan(s["a"][0]) and not np.any(np.isnan(s["a"][1:]))
 
