@@ -39,8 +39,8 @@ model's. The local learners:
                    step = 1.0); the int8 LM is re-quantised from it after every step.
     [readout]      [softmax] on the LM: a float softmax regression from the normalised
                    activities of the embedding and of every block to the next byte.
-    [goodness predictor]  [scan] on the LM: G_t(c) = the goodness summed over every learner
-                   when byte c is fed at t from the real states; log p(c) = log softmax(beta G),
+    [goodness predictor]  [scan] on the LM: g_t(c) = the goodness summed over every learner
+                   when byte c is fed at t from the real states; log p(c) = log softmax(beta g),
                    beta fitted by one Adam step per training step (logged as beta).
 `--predictor readout|goodness` picks which one gives val bits/byte and samples. Not trained:
 `emb` (a lookup row has no context, so its goodness cannot tell a real byte from a wrong one),
@@ -190,10 +190,10 @@ def readout_loss_and_grads(readout, feats, y):
     o = feats @ readout["R"] + readout["r"]                       # (B, C)
     lse = o.max(axis=1) + xp.log(xp.exp(o - o.max(axis=1, keepdims=True)).sum(axis=1))
     loss = xp.mean(lse - o[xp.arange(len(y)), y])
-    G = softmax(o)                                                # (B, C)
-    G[xp.arange(len(y)), y] -= 1.0
-    G /= len(y)                                                   # (B, C) dL/do = (Q - Y)/B
-    return loss, {"R": feats.T @ G, "r": G.sum(axis=0)}          # (F, C), (C,)
+    d_o = softmax(o)                                              # (B, C)
+    d_o[xp.arange(len(y)), y] -= 1.0
+    d_o /= len(y)                                                 # (B, C) dL/do = (Q - Y)/B
+    return loss, {"R": feats.T @ d_o, "r": d_o.sum(axis=0)}      # (F, C), (C,)
 
 # -----------------------------------------------------------------------------
 # on the integer LM: the blocks' local learners, the negatives, the goodness predictor
@@ -294,18 +294,18 @@ def block_states(params, p, y, s0):
 def candidate_goodness(params, mcfg, s_prev):
     """[goodness predictor] the goodness scan [scan] on the LM: feed every byte c at each of K positions
     from the real previous states s_prev (L, K, D), one integer step of every block, and sum
-    the learners' goodness. Exact integers: G (K, 256) int64 in units of 1 / (256 D) (so that
-    G / (256 D) = sum over learners of mean_j (a_j / 16)^2, the GRU and MLP learners' goodness)."""
+    the learners' goodness. Exact integers: g (K, 256) int64 in units of 1 / (256 D) (so that
+    g / (256 D) = sum over learners of mean_j (a_j / 16)^2, the GRU and MLP learners' goodness)."""
     xp = lm.backend_of(s_prev)
     L, K, D = s_prev.shape
     cand = xp.tile(xp.arange(lm.VOCAB, dtype=xp.uint8), K)       # (K 256,) c fastest
     y = lm.embed(params, cand[:, None], None)                     # (K 256, 1, D)
-    G = xp.zeros(K * lm.VOCAB, xp.int64)
+    g = xp.zeros(K * lm.VOCAB, xp.int64)
     for l in range(L):
         s = xp.repeat(s_prev[l], lm.VOCAB, axis=0)                # (K 256, D) the real prefix
         _, _, h, _, o, y = block_states(params, f"l{l}.", y, s)
-        G += (h * h).sum(axis=(1, 2)) + (o * o).sum(axis=(1, 2))  # GRU + MLP learner
-    return G.reshape(K, lm.VOCAB)
+        g += (h * h).sum(axis=(1, 2)) + (o * o).sum(axis=(1, 2))  # GRU + MLP learner
+    return g.reshape(K, lm.VOCAB)
 
 
 def features(acts):
@@ -341,21 +341,21 @@ def draw_negatives(x, t, seed):
     return neg, (neg != x).astype(xp.float32)
 
 
-def goodness_log_softmax(G, beta):
-    """[goodness predictor] log p(c) = log softmax_c(beta G_c) in nats: G (K, 256) goodness of each byte."""
-    xp = lm.backend_of(G)
-    a = beta * G.astype(xp.float64)                               # (K, 256)
+def goodness_log_softmax(g, beta):
+    """[goodness predictor] log p(c) = log softmax_c(beta g_c) in nats: g (K, 256) goodness of each byte."""
+    xp = lm.backend_of(g)
+    a = beta * g.astype(xp.float64)                               # (K, 256)
     a -= a.max(axis=1, keepdims=True)
     return a - xp.log(xp.exp(a).sum(axis=1, keepdims=True))
 
 
-def goodness_ce_and_grad(G, real, beta):
+def goodness_ce_and_grad(g, real, beta):
     """[goodness predictor] mean cross-entropy (nats) of the goodness predictor on the real bytes (K,), its
-    derivative d CE / d beta = mean(E_p[G] - G_real), and p (K, 256)."""
-    xp = lm.backend_of(G)
-    logp = goodness_log_softmax(G, beta)                          # (K, 256)
+    derivative d CE / d beta = mean(E_p[g] - g_real), and p (K, 256)."""
+    xp = lm.backend_of(g)
+    logp = goodness_log_softmax(g, beta)                          # (K, 256)
     p, rows = xp.exp(logp), xp.arange(len(real))
-    return -logp[rows, real].mean(), xp.mean((p * G).sum(axis=1) - G[rows, real]), p
+    return -logp[rows, real].mean(), xp.mean((p * g).sum(axis=1) - g[rows, real]), p
 
 
 def goodness_scan_step(params, state, s_prev, x, t, cfg, mcfg, seed):
@@ -367,10 +367,10 @@ def goodness_scan_step(params, state, s_prev, x, t, cfg, mcfg, seed):
     rng = make_rng(seed, LM_SCAN, t)
     K = min(cfg.scan_positions, len(x))
     idx = xp.asarray(rng.choice(len(x), K, replace=False))       # (K,)
-    G = candidate_goodness(params, mcfg, s_prev[:, idx]) / (256.0 * mcfg.d_model)  # (K, 256)
+    g = candidate_goodness(params, mcfg, s_prev[:, idx]) / (256.0 * mcfg.d_model)  # (K, 256)
     real = x[idx].astype(xp.int64)
     beta = state["goodness.beta"]                                 # (1,) float32
-    ce, grad, p = goodness_ce_and_grad(G, real, float(beta[0]))   # note: a CPU-GPU sync point
+    ce, grad, p = goodness_ce_and_grad(g, real, float(beta[0]))   # note: a CPU-GPU sync point
     moments = {"m": {"beta": state["adam_m.goodness.beta"]},
                "v": {"beta": state["adam_v.goodness.beta"]}}
     lm.adam_step({"beta": beta}, {"beta": grad.astype(xp.float32)}, moments, t + 1, cfg.readout_lr)
@@ -551,9 +551,9 @@ def predict(params, state, mcfg):
             s_now.append(h.reshape(-1, mcfg.d_model))             # (N T, D) state after byte t
             last.append(h[:, -1].astype(xp.int8))
         s_now = xp.stack(s_now)                                   # (L, N T, D)
-        G = xp.concatenate([candidate_goodness(params, mcfg, s_now[:, i: i + SCAN_CHUNK])
+        g = xp.concatenate([candidate_goodness(params, mcfg, s_now[:, i: i + SCAN_CHUNK])
                             for i in range(0, s_now.shape[1], SCAN_CHUNK)])   # (N T, 256)
-        log2p = goodness_log_softmax(G / (256.0 * mcfg.d_model), beta) / math.log(2)
+        log2p = goodness_log_softmax(g / (256.0 * mcfg.d_model), beta) / math.log(2)
         return log2p.reshape(*tokens.shape, lm.VOCAB), xp.stack(last)
 
     return goodness_fn if bool(state["goodness.on"]) else readout_fn

@@ -412,17 +412,17 @@ def test_goodness_predictor_is_a_normalised_scan_matching_a_byte_loop():
         expect = (a - np.log(np.exp(a).sum())) / np.log(2)
         np.testing.assert_allclose(log2p[i, t], expect, rtol=0, atol=1e-12,
                                    err_msg=f"window {i}, position {t}")
-    assert np.ptp(log2p) > 0.1, "beta G is flat: the comparison would test nothing"
+    assert np.ptp(log2p) > 0.1, "beta g is flat: the comparison would test nothing"
 
 
 def test_goodness_beta_gradient_matches_finite_differences():
     rng = np.random.default_rng(9)
-    G = rng.integers(0, 3000, (6, 256)) / 1024.0                  # goodness-sized values
+    g = rng.integers(0, 3000, (6, 256)) / 1024.0                  # goodness-sized values
     real = rng.integers(0, 256, 6)
     beta, h = 1.3, 1e-6
-    ce = lambda b: float(ff.goodness_ce_and_grad(G, real, b)[0])  # noqa: E731
+    ce = lambda b: float(ff.goodness_ce_and_grad(g, real, b)[0])  # noqa: E731
     fd = (ce(beta + h) - ce(beta - h)) / (2 * h)
-    grad = float(ff.goodness_ce_and_grad(G, real, beta)[1])
+    grad = float(ff.goodness_ce_and_grad(g, real, beta)[1])
     assert abs(fd - grad) <= FD_TOL * abs(fd), f"d CE / d beta: {grad} vs finite diff {fd}"
 
 
