@@ -4,6 +4,7 @@ each run alone on the machine, one after the other; then the table and the figur
     $ python results/make_table.py                    # every run (about 4 hours on 2 cores)
     $ python results/make_table.py --table_only       # the table and figures from the runs made
     $ python results/make_table.py --budgets 120 --seeds 0 --methods eggroll,backprop
+    $ python results/make_table.py --compare out --reference results/nano_egg_cpu.csv
 
 Each run is `python train.py --method M --budget_s B --seed S --out results/runs/<B>s_seed<S>`
 (the methods' defaults, nothing else on the command line) in a fresh process, and EGGROLL also
@@ -19,6 +20,10 @@ member-tokens (bytes scored, summed over members) at the first evaluation at or 
 4.5, 4.0 and 3.6 bits/byte in the longest budget, and their ratio to backprop's; member-tokens/s;
 peak memory. The figures (results/cpu_compare*.png) show seed 0's curves with the EGGROLL
 authors' trainer (results/nano_egg_cpu.csv) and the n-gram lines.
+
+--compare DIR launches nothing: it reads the train.py runs in DIR/<method>/ (any device, any
+flags), prints their table and draws DIR/compare.png, with other curves from --reference (a CSV
+with wall_s,val_bpb columns, or another run's log.csv).
 """
 import argparse
 import csv
@@ -131,7 +136,7 @@ def table(budgets, seeds, long_budget=None):
         ran = sorted({s for (_, s), r in runs.items() if r})
         rows.append((label, method, vals, median([s["member_tokens_per_s"] for s in summaries]),
                      median([s["peak_memory_mb"] for s in summaries]), summaries[0], ran))
-    ref = train.read_reference(REFERENCE)
+    ref = read_reference(REFERENCE)
     base = reach.get("backprop", {})
     shown = budgets + ([long_budget] if long_budget else [])
     head = ("| method | " + " | ".join(f"val bits/byte, {b // 60} min" for b in shown) + " | "
@@ -197,7 +202,7 @@ def figure(budget, seed, path):
             baselines = got[0]["baselines"]
             ax.plot([c[0] for c in got[1]], [c[2] for c in got[1]], marker="o", ms=2,
                     label=label, ls=":" if label == "reservoir" else "-")
-    ref = [(t, v) for t, v in train.read_reference(REFERENCE) if t <= budget * 1.05]
+    ref = [(t, v) for t, v in read_reference(REFERENCE) if t <= budget * 1.05]
     ax.plot(*zip(*ref), ls="--", color="black", lw=1.2, label="nano-egg (authors' trainer)")
     for name, style in (("unigram", "--"), ("bigram", ":")):
         ax.axhline(baselines[name], color="gray", ls=style, label=f"{name} {baselines[name]:.2f}")
@@ -210,15 +215,102 @@ def figure(budget, seed, path):
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
+# -----------------------------------------------------------------------------
+# --compare: the table and figure of the runs in one folder (moved from train.py)
 
-def main():
+
+def fail(message):
+    """Bad input: one line on stderr, exit code 2."""
+    print(f"make_table.py: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def read_reference(path):
+    """A curve to compare with: a CSV with `wall_s,val_bpb` columns (# lines are comments), or
+    a train.py log.csv (`elapsed_s`, and `val_bpb` where evaluated)."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+        clock = "wall_s" if rows and "wall_s" in rows[0] else "elapsed_s"
+        return [(float(r[clock]), float(r["val_bpb"])) for r in rows if r["val_bpb"] != ""]
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        fail(f"cannot read reference curve {path}: {e}")
+
+
+def compare(out_root, reference=""):
+    """`python results/make_table.py --compare out`: one figure and one table from every
+    out/<method>/."""
+    runs = []
+    for method in train.METHODS:
+        path = os.path.join(out_root, method, "summary.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                runs.append((json.load(f),
+                             train.read_log(os.path.join(out_root, method, "log.csv"))))
+    if not runs:
+        fail(f"no {out_root}/<method>/summary.json found: train some methods first")
+    curves = [read_reference(path) for path in filter(None, reference.split(","))]
+    print("| method | file | val bits/byte | member-tokens/s | peak memory | device | wall | "
+          "command |\n|---|---|---|---|---|---|---|---|")
+    for s, _ in runs:
+        print(f"| {s['method']} | `{s['file']}` | {s['val_bpb']:.3f} | "
+              f"{s['member_tokens_per_s']:,.0f} | {s['peak_memory_mb']:.0f} MB | {s['device']} | "
+              f"{s['wall_s']:.0f} s | `{s['command']}` |")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("warning: matplotlib is not installed, so compare.png was not drawn",
+              file=sys.stderr)
+        return 0
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for summary, rows in runs:
+        pts = [(float(r["elapsed_s"]), float(r["val_bpb"])) for r in rows if r["val_bpb"] != ""]
+        ax.plot(*zip(*pts), marker="o", ms=3, label=summary["method"])
+    for path, curve in zip(filter(None, reference.split(",")), curves):
+        name = os.path.basename(path)
+        if name == "log.csv":   # another run: name it by its folders, e.g. cpu_reservoir/...
+            name = "/".join(os.path.normpath(path).split(os.sep)[-3:-1])
+        ax.plot(*zip(*curve), ls="--", lw=1.5, label=name)
+    base = runs[0][0]["baselines"]
+    for name, style in (("uniform", "-."), ("unigram", "--"), ("bigram", ":")):
+        ax.axhline(base[name], color="gray", ls=style, label=f"{name} {base[name]:.2f}")
+    ax.set_xlabel("wall-clock seconds")
+    ax.set_ylabel("val bits/byte")
+    ax.set_title(f"same integer LM, same data, same budget ({runs[0][0]['device']})")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_root, "compare.png"), dpi=110)
+    return 0
+
+
+# the flags of the table's runs: none of them is read by --compare
+RUN_FLAGS = ("budgets", "seeds", "methods", "long", "table_only")
+
+
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budgets", default="120,600", help="seconds per run, comma-separated")
     p.add_argument("--seeds", default="0,1", help="comma-separated")
     p.add_argument("--methods", default="", help="only these rows' methods (default: all)")
     p.add_argument("--long", type=int, default=1800, help="EGGROLL's long budget (0: none)")
     p.add_argument("--table_only", action="store_true", help="no runs: table and figures only")
-    args = p.parse_args()
+    p.add_argument("--compare", default="", metavar="DIR",
+                   help="no runs: plot DIR/compare.png and print the table of the train.py "
+                        "runs in DIR/<method>/")
+    p.add_argument("--reference", default="", metavar="CSV[,CSV]",
+                   help="with --compare: also plot other curves: a CSV with wall_s,val_bpb "
+                        "columns (e.g. results/nano_egg_cpu.csv) or another run's log.csv")
+    args = p.parse_args(argv)
+    if args.reference and not args.compare:
+        fail("--reference works only with --compare")
+    if args.compare:
+        for name in RUN_FLAGS:
+            if getattr(args, name) != p.get_default(name):
+                fail(f"--{name} does nothing with --compare (it reads only --compare, "
+                     f"--reference)")
+        return compare(args.compare, args.reference)
     budgets = [int(b) for b in args.budgets.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     wanted = set(filter(None, args.methods.split(",")))

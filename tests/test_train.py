@@ -71,7 +71,6 @@ def load_arrays(path):
     (["--seed", str(2**32)], "argument --seed: must be below 2^32 = 4294967296 (the noise"),
     (["--prompt", "ROMEO:"], "--prompt works only with --sample"),
     (["--temperature", "0.5"], "--temperature works only with --sample"),
-    (["--reference", "results/nano_egg_cpu.csv"], "--reference works only with --compare"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path):
     code = run(argv + ["--out", str(tmp_path)])
@@ -84,9 +83,6 @@ def test_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["--sample", "x.npz", "--steps", "3"], "--steps does nothing with --sample (it reads only"),
     (["--sample", "x.npz", "--out", "o"], "--out does nothing with --sample"),
-    (["--compare", "o", "--seed", "1"], "--seed does nothing with --compare (it reads only "
-     "--compare, --reference)"),
-    (["--compare", "o", "--sample", "x.npz"], "--sample and --compare are two commands"),
 ])
 def test_a_flag_that_does_nothing_in_its_command_is_an_error(argv, message, capsys):
     assert run(argv) == 2
@@ -778,20 +774,3 @@ def test_numpy_and_cupy_runs_agree(method, tmp_path, cupy_or_skip):
         else:
             distance = np.linalg.norm((a[k].astype(np.float64) - b[k]).ravel())
             assert distance <= FLOAT_TOLERANCE * np.linalg.norm(a[k].ravel().astype(np.float64)), k
-
-
-def test_compare_table_and_figure_with_a_reference_curve(tmp_path, capsys):
-    assert run(TINY + SMALL["eggroll"] + ["--steps", "2", "--out", str(tmp_path)]) == 0
-    capsys.readouterr()
-    ref = os.path.join(ROOT, "results", "nano_egg_cpu.csv")
-    assert train.read_reference(ref)[0] == (88.3, 7.1657)
-    own_log = str(tmp_path / "eggroll" / "log.csv")
-    assert train.read_reference(own_log)[0] == (0.0, float(train.read_log(own_log)[0]["val_bpb"]))
-    assert run(["--compare", str(tmp_path), "--reference", f"{ref},{own_log}"]) == 0
-    out = capsys.readouterr().out
-    assert "| eggroll | `eggroll.py` |" in out and (tmp_path / "compare.png").stat().st_size > 0
-    bad = tmp_path / "bad.csv"
-    bad.write_text("# a comment\nseconds,loss\n1,2\n")
-    assert run(["--compare", str(tmp_path), "--reference", str(bad)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "cannot read reference curve" in err, err
