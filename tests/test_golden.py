@@ -170,12 +170,12 @@ def test_near_golden_separates_rounding_from_a_change():
     assert not near_golden(-a, "x", golden) and not near_golden(1.2 * a, "x", golden)
 
 
-def record_sketches():
-    """Re-derive the float-derived entries of golden.json from this machine's golden runs;
-    refused unless every exact entry of those runs still matches."""
+def record_sketches(methods=FLOAT_METHODS):
+    """Re-derive the float-derived entries of golden.json from this machine's golden runs of
+    `methods`; refused unless every exact entry of those runs still matches."""
     import tempfile
     for name, run in GOLDEN["runs"].items():
-        if run["method"] not in FLOAT_METHODS:
+        if run["method"] not in methods:
             continue
         with tempfile.TemporaryDirectory() as out:
             arrays, _ = golden_run(name, "cpu", out)
@@ -193,7 +193,7 @@ def record_sketches():
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--record-sketches"]:
-        sys.exit("usage: python tests/test_golden.py --record-sketches")
+    if sys.argv[1:2] != ["--record-sketches"] or not set(sys.argv[2:]) <= set(FLOAT_METHODS):
+        sys.exit(f"usage: python tests/test_golden.py --record-sketches [{' '.join(FLOAT_METHODS)}]")
     sys.path.insert(0, os.path.dirname(HERE))
-    record_sketches()
+    record_sketches(tuple(sys.argv[2:]) or FLOAT_METHODS)
