@@ -346,7 +346,7 @@ LOSS = "population_bpb"   # the members' mean bits/byte on the step's windows
 
 # train.py's run on each device: its own settings (steps, seq_len, ...) and this method's
 # tuning of Config: population, alpha_decay and member_chunk, sized for its cost per member.
-# The CPU run takes about 2 minutes on 2 cores; results/README.md has the runs behind both.
+# The CPU run takes about 2 minutes on 2 cores; results/notebook.md has the runs behind both.
 DEFAULTS = {"cpu": dict(steps=500, seq_len=100, eval_every=50, log_every=10,
                         population=128, alpha_decay=0.06, member_chunk=64),
             "cuda": dict(steps=300, seq_len=100, eval_every=25, log_every=5,

@@ -63,7 +63,7 @@ Departures from the paper and its code (each also marked at its line):
   * the default direction is sparse (k = 6 in Eq. 5), not Gaussian: each step estimates the
     gradient on a random ~5 % of the weights and moves only those, so the SPSA noise (Eq. 4)
     and the rounding noise (Eq. 8) stay on those; ZO-Bench (Zhang et al. 2024) reports that
-    sparse perturbations improve ZO-SGD too (results/README.md has our runs);
+    sparse perturbations improve ZO-SGD too (results/notebook.md section 3.2 has our runs);
   * the logged loss is (ℓ+ + ℓ−)/2 = L(θ) + O(ε²); the paper's code logs ℓ+.
   * float part: z is drawn on the host with NumPy, so CPU and GPU runs see bit-identical noise.
     Perturb/restore (lines 2-4) is not bit-exact in floating point: θ drifts by about an ulp
@@ -317,7 +317,7 @@ LOSS = "perturbed_bpb"   # mean of l+ and l- over the directions, bits/byte
 
 # train.py's run on each device. CPU: a step is 2 forwards of S rows, so 25-byte windows (the
 # state carries across them) give many steps; 7000 take about 2 minutes on 2 cores. GPU: a
-# step of more rows fills the device (results/README.md).
+# step of more rows fills the device (not measured yet: no GPU has run this code).
 DEFAULTS = {"cpu": dict(steps=7000, seq_len=25, eval_every=500, log_every=100),
             "cuda": dict(steps=5000, seq_len=100, eval_every=250, log_every=50, rows=256)}
 

@@ -61,7 +61,7 @@ Train loss reported: Eq. 8 (nats), not bits/byte. LM departures: lr 3e-3
 (paper 1e-3) for the short CPU run; a minibatch is every position of S windows (2,000 rows).
 
 The baseline for its bits/byte is the reservoir of forward_forward.py (`--reservoir true`): a
-linear softmax on the same features [LM-1] and windows (results/README.md).
+linear softmax on the same features [LM-1] and windows (results/notebook.md section 4).
 
 Shapes: B = batch, D = input features, d = label-embedding dim, m = classes, H = block width;
 T = the number of blocks (the paper's letter; `blocks` in Config and on the command line) and

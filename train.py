@@ -7,7 +7,7 @@ r"""Train the integer RNN LM with any method in this repo: one entry point, one 
     $ python train.py --sample out/eggroll/ckpt_best.npz --prompt "ROMEO:"
     $ mpiexec -n 2 python train.py --method eggroll    # one run over 2 processes
 
-A method is a module with (README "The method interface"):
+A method is a module with:
     Config                      dataclass; each field becomes a --flag, its comment the help
     DEFAULTS  [optional]        {"cpu": {...}, "cuda": {...}}: the run settings and Config
                                 fields the method overrides on each device
@@ -38,7 +38,7 @@ what they call); then the machinery: the command line; devices; data; processes 
 import os
 
 # one BLAS thread per process: the model's GEMMs are small and many, and so are the processes
-# that share the cores (results/README.md, "Throughput"). An explicit setting wins.
+# that share the cores (results/notebook.md section 5). An explicit setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
@@ -1132,7 +1132,7 @@ def peak_memory_mb(xp):
 
 
 def provenance():
-    """The commit, date and machine a number comes from (results/README.md cites them)."""
+    """The commit, date and machine a number comes from (results/notebook.md cites them)."""
     root = ROOT
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,

@@ -560,7 +560,7 @@ def marked_blocks(path):
     return [line for block in blocks for line in block.splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("doc", ["README.md", "results/README.md"])
+@pytest.mark.parametrize("doc", ["README.md", "results/README.md", "results/notebook.md"])
 def test_commands_that_take_under_a_minute_run_as_written(doc, tmp_path):
     """Every command the docs mark as taking under a minute runs exactly as written (its
     out/ folder moved under a temporary one; on the CPU, where the docs time them) and exits
