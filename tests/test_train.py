@@ -552,6 +552,19 @@ def test_readme_train_commands_run(tmp_path):
         assert run(argv) == 0, cmd
 
 
+def test_readme_line_counts_are_true():
+    """The README's line count of each file (the methods table's last column, and "`X.py` (N
+    lines)" / "`X.py` (N)" in its text) is the file's length today."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    claims = re.findall(r"^\|[^\n]*\| `([\w/]+\.py)` \|[^\n]*\| (\d+) \|$", text, flags=re.M)
+    claims += re.findall(r"`([\w/]+\.py)` \((\d+)(?: lines)?\)", text)
+    assert len(claims) >= len(train.METHODS) + 3, claims
+    for path, n in claims:
+        with open(os.path.join(ROOT, path)) as f:
+            assert sum(1 for _ in f) == int(n), f"README says {path} has {n} lines"
+
+
 def marked_blocks(path):
     """The lines of every code block that follows a `<!-- under a minute -->` marker."""
     with open(path) as f:
