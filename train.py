@@ -742,9 +742,10 @@ def check_data_size(data, path, n_rows, seq_len, val_len):
 class TrainStream:
     """Training windows with carried state.
 
-    The train split is cut into n_rows contiguous rows; at step t row r yields bytes
-    [k T, k T + T + 1) of its row, k = t mod K, so consecutive steps continue each row and the
-    hidden state carries across them. `reset` is True when the rows start over (k == 0).
+    The train split is cut into n_rows (S) contiguous rows; at step t row r yields bytes
+    [j T, j T + T + 1) of its row, j = t mod windows_per_row, so consecutive steps continue each
+    row and the hidden state carries across them. `reset` is True when the rows start over
+    (j == 0).
     The data position is a pure function of t, so a resumed run reads the same bytes."""
 
     def __init__(self, train, n_rows, seq_len, xp=np):
