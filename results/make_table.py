@@ -8,7 +8,7 @@ each run alone on the machine, one after the other; then the table and the figur
 
 Each run is `python train.py --method M --budget_s B --seed S --out results/runs/<B>s_seed<S>`
 (the methods' defaults, nothing else on the command line) in a fresh process, and EGGROLL also
-at --long (30 minutes) for the issue's long target; a run whose summary.json exists is kept
+at --long (30 minutes) for the long target (3.20 bits/byte); a run whose summary.json exists is kept
 (delete the folder to redo it; a run from another commit is named as it is kept). With
 --methods the table of those rows goes to results/runs/table.md and the figures are not drawn,
 so results/table.md keeps the other rows. Without --methods it rewrites results/table.md and
