@@ -112,7 +112,8 @@ def init_params_in_rows(cfg, seed, xp=np, max_draw=1 << 22):
 
 def profile_step(name, D, L, population, seq_len, repeat, member_chunk=None):
     """One step of `name` (eggroll or es_naive, the paper's threshold update; member_chunk
-    members evaluated at a time, None: the method's default) at model (D, L) on real windows, against plain inference of the same rows x bytes through the same
+    members evaluated at a time, None: the method's default run's) at model (D, L) on real
+    windows, against plain inference of the same rows x bytes through the same
     population_logprob: median seconds of each over `repeat` runs (after one warm-up when
     repeat > 1), the step's phases, the bytes it allocates at its peak (tracemalloc, beyond
     what was held before it) and the process's peak RSS. The model is init_params' own, drawn
