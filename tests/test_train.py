@@ -44,6 +44,14 @@ def load_arrays(path):
     with np.load(path) as z:
         return {k: z[k] for k in z.files if k != "meta"}
 
+
+def assert_same_checkpoints(a, b, min_arrays=10):
+    """Every array of two ckpt_last.npz (folders a, b) equal, bit for bit."""
+    a, b = (load_arrays(os.path.join(d, "ckpt_last.npz")) for d in (a, b))
+    assert set(a) == set(b) and len(a) > min_arrays, sorted(set(a) ^ set(b))
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=f"{k} differs")
+
 # -----------------------------------------------------------------------------
 # bad input: one line on stderr, exit code 2, nothing written
 
@@ -207,11 +215,7 @@ def test_resume_alone_continues_bit_identically(method, tmp_path):
     assert run(base + ["--steps", "2", "--out", str(tmp_path / "b")]) == 0
     ckpt = str(tmp_path / "b" / method / "ckpt_last.npz")
     assert run(["--resume", ckpt, "--steps", "4"]) == 0
-    a = load_arrays(tmp_path / "a" / method / "ckpt_last.npz")
-    b = load_arrays(tmp_path / "b" / method / "ckpt_last.npz")
-    assert set(a) == set(b)
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=f"{method}: {k} differs after resume")
+    assert_same_checkpoints(tmp_path / "a" / method, tmp_path / "b" / method, 0)
     assert same_log(tmp_path / "a" / method, tmp_path / "b" / method)
     assert ((tmp_path / "a" / method / "sample.txt").read_bytes()
             == (tmp_path / "b" / method / "sample.txt").read_bytes())
@@ -244,10 +248,7 @@ def test_a_format_1_checkpoint_resumes_as_it_ran(method, tmp_path):
     path = str(tmp_path / "b" / method / "ckpt_last.npz")
     as_format_1(path, drop=("mlp_mult", "sigma_shift_vectors", "signal", "sampling"))
     assert run(["--resume", path, "--steps", "4"]) == 0
-    a, b = (load_arrays(d / method / "ckpt_last.npz") for d in (tmp_path / "a", tmp_path / "b"))
-    assert set(a) == set(b) and len(a) > 10
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=f"{method}: {k} differs after resume")
+    assert_same_checkpoints(tmp_path / "a" / method, tmp_path / "b" / method)
     meta = train.load_checkpoint(path, np, arrays=False)["meta"]
     assert meta["format"] == train.CHECKPOINT_FORMAT and meta["data"]["sha256"], meta
 
@@ -268,10 +269,7 @@ def test_a_format_2_checkpoint_with_a_renamed_field_resumes_as_it_ran(method, ol
     meta["method_config"][old] = meta["method_config"].pop(new)
     train.save_checkpoint(path, ckpt["params"], ckpt["state"], meta)
     assert run(["--resume", path, "--steps", "4"]) == 0
-    a, b = (load_arrays(d / method / "ckpt_last.npz") for d in (tmp_path / "a", tmp_path / "b"))
-    assert set(a) == set(b) and len(a) > 10
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=f"{method}: {k} differs after resume")
+    assert_same_checkpoints(tmp_path / "a" / method, tmp_path / "b" / method)
     meta = train.load_checkpoint(path, np, arrays=False)["meta"]
     assert meta["format"] == 3 and meta["method_config"][new] == 3 and old not in meta["method_config"]
 
@@ -327,10 +325,7 @@ def test_the_data_is_recorded_by_content_and_a_moved_file_resumes(tmp_path, caps
     assert run(["--resume", path, "--steps", "4", "--data", str(other)]) == 2
     assert "is not the data this run trained on (20000 bytes" in capsys.readouterr().err
     assert run(["--resume", path, "--steps", "4", "--data", str(moved)]) == 0
-    a, b = (load_arrays(d / "eggroll" / "ckpt_last.npz") for d in (tmp_path / "a", tmp_path / "b"))
-    assert set(a) == set(b) and len(a) > 1, sorted(set(a) ^ set(b))
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert_same_checkpoints(tmp_path / "a" / "eggroll", tmp_path / "b" / "eggroll", 1)
     fresh = train.load_checkpoint(str(tmp_path / "a" / "eggroll" / "ckpt_last.npz"), np,
                                   arrays=False)["meta"]
     default = TINY + SMALL["eggroll"] + ["--steps", "1", "--out", str(tmp_path / "c")]
@@ -500,10 +495,7 @@ def test_a_killed_run_resumes_from_its_last_evaluation_bit_for_bit(method, tmp_p
     assert 10 <= meta["step"] < 300 and meta["step"] % 10 == 0, meta["step"]
     assert run(["--resume", str(out / "ckpt_last.npz")]) == 0
     assert run(flags + ["--out", str(tmp_path / "a")]) == 0
-    a, b = (load_arrays(d / method / "ckpt_last.npz") for d in (tmp_path / "a", tmp_path / "b"))
-    assert set(a) == set(b) and len(a) > 10
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=f"{method}: {k}")
+    assert_same_checkpoints(tmp_path / "a" / method, out)
     assert same_log(tmp_path / "a" / method, out)
     assert len(train.read_log(str(out / "log.csv"))) == 300 // 5 + 1
     assert (tmp_path / "a" / method / "sample.txt").read_bytes() == \
