@@ -422,10 +422,10 @@ def token_logprob(logits, targets):
     y_max = y.max(axis=-1, keepdims=True)
     # y - y_max + 254 in [0, 254] fits uint8: a quarter of int32's memory traffic for the lookup
     idx = xp.subtract(y, y_max - 254, out=y).astype(xp.uint8)
-    s = xp.take(_table(xp, EXP2_TABLE), idx).sum(axis=-1, dtype=xp.int32)  # q20, <= 2^28
+    s = xp.take(device_table(xp, EXP2_TABLE), idx).sum(axis=-1, dtype=xp.int32)  # q20, <= 2^28
     e = EXP2_BITS + sum((s >= (1 << k)).astype(xp.int32) for k in range(21, 29))  # floor(log2 s)
     mant = s >> (e - 12)                                                # [4096, 8191]
-    log2_s = LOGP_UNIT * (e - EXP2_BITS) + xp.take(_table(xp, LOG2_MANT_TABLE), mant - 4096)
+    log2_s = LOGP_UNIT * (e - EXP2_BITS) + xp.take(device_table(xp, LOG2_MANT_TABLE), mant - 4096)
     idx_t = wide(xp.take_along_axis(idx, targets.astype(xp.int64)[..., None], axis=-1)[..., 0])
     return 16 * (idx_t - 254) - log2_s                                  # 16 * q4 = 1/256 bit
 
@@ -433,7 +433,7 @@ def token_logprob(logits, targets):
 _DEVICE_TABLES = {}
 
 
-def _table(xp, table):
+def device_table(xp, table):
     """A lookup table on the backend; copied to the GPU once, never per call."""
     if xp is np:
         return table
@@ -600,15 +600,23 @@ def stream_key(*words):
     return int(h[0])
 
 
-def _inverse_normal_table():
-    """NORMAL_Q4[u] = round(16 * Phi^-1((u + 0.5) / 2^16)): a 16-bit uniform to a q4 normal."""
+def _normal_quantiles():
+    """NORMAL_QUANTILES[u] = Phi^-1((u + 0.5) / 2^16), float64: a 16-bit uniform to a normal."""
     nd = statistics.NormalDist()
-    z = np.array([nd.inv_cdf((u + 0.5) / 65536) for u in range(32768)])
-    half = np.rint(Q_ONE * z)
-    return np.concatenate([half, -half[::-1]]).astype(np.int8)   # exactly symmetric, |v| <= 69
+    half = np.array([nd.inv_cdf((u + 0.5) / 65536) for u in range(32768)])
+    return np.concatenate([half, -half[::-1]])                   # exactly symmetric, |z| <= 4.17
 
 
-NORMAL_Q4 = _inverse_normal_table()
+NORMAL_QUANTILES = _normal_quantiles()
+NORMAL_Q4 = np.rint(Q_ONE * NORMAL_QUANTILES).astype(np.int8)   # round(16 z), |v| <= 69
+
+
+def noise_uniform16(key, rows, size, xp=np):
+    """16-bit uniforms (P, size) int32 in [0, 2^16), a pure function of (key, row, index): the
+    counter hash behind noise_int8 (and NoProp's float normals)."""
+    row_keys, idx = noise_counters(key, rows, size, xp)
+    h = hash32(row_keys[:, None] ^ idx[None, :])                                 # (P, size)
+    return (h >> xp.uint32(16)).astype(xp.int32)
 
 
 def noise_int8_plain(key, rows, size, xp=np):
@@ -616,9 +624,7 @@ def noise_int8_plain(key, rows, size, xp=np):
 
     key: a stream_key(seed, step, param id); rows: (P,) ids (e.g. the noise directions k).
     Returns (P, size) int8 in [-69, 69]."""
-    row_keys, idx = noise_counters(key, rows, size, xp)
-    h = hash32(row_keys[:, None] ^ idx[None, :])                                 # (P, size)
-    return _table(xp, NORMAL_Q4)[(h >> xp.uint32(16)).astype(xp.int32)]
+    return device_table(xp, NORMAL_Q4)[noise_uniform16(key, rows, size, xp)]
 
 
 def noise_counters(key, rows, size, xp):

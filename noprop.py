@@ -75,7 +75,6 @@ $ python train.py --method noprop --blocks 4   (4 blocks: cheaper steps; block 1
                                                z_0 with SNR 0.001)
 """
 import math
-import statistics
 import time
 from dataclasses import dataclass
 
@@ -97,26 +96,18 @@ def make_rng(seed, *keys):
 # the algorithm: the noise schedule, each block's local denoising loss, the head, Alg. 1
 
 
-def _normal_quantiles():
-    """NORMAL_QUANTILES[u] = Phi^-1((u + 0.5) / 2^16), float32: a 16-bit uniform to a normal."""
-    nd = statistics.NormalDist()
-    half = np.array([nd.inv_cdf((u + 0.5) / 65536) for u in range(32768)])
-    return np.concatenate([half, -half[::-1]]).astype(np.float32)   # symmetric, |z| <= 4.17
-
-
-NORMAL_QUANTILES = _normal_quantiles()
+NORMAL_QUANTILES = lm.NORMAL_QUANTILES.astype(np.float32)   # a 16-bit uniform to a normal
 
 
 def normal(xp, shape, dtype, seed, *keys):
     """Gaussian noise (rows, d), a pure function of (seed, purpose, ..., row, index), drawn
-    where the array lives: the integer methods' counter hash (int_rnn_lm.noise_counters,
-    hash32) gives a 16-bit uniform per entry and NORMAL_QUANTILES the normal, so NumPy and
-    CuPy draw the same bits with no host draw and no copy to the device. A departure: the
-    tails stop at |z| = 4.17 (the 2^-16 quantile)."""
+    where the array lives: the integer methods' counter hash (int_rnn_lm.noise_uniform16)
+    gives a 16-bit uniform per entry and NORMAL_QUANTILES the normal, so NumPy and CuPy draw
+    the same bits with no host draw and no copy to the device. A departure: the tails stop at
+    |z| = 4.17 (the 2^-16 quantile)."""
     rows, d = shape
-    row_keys, idx = lm.noise_counters(lm.stream_key(seed, *keys), xp.arange(rows), d, xp)
-    u = lm.hash32(row_keys[:, None] ^ idx[None, :]) >> xp.uint32(16)   # (rows, d) uniform
-    return lm._table(xp, NORMAL_QUANTILES)[u.astype(xp.int32)].astype(dtype, copy=False)
+    u = lm.noise_uniform16(lm.stream_key(seed, *keys), xp.arange(rows), d, xp)  # (rows, d)
+    return lm.device_table(xp, NORMAL_QUANTILES)[u].astype(dtype, copy=False)
 
 
 def noise_schedule(T, s=0.008, abar_min=1e-3, abar_max=0.99):
